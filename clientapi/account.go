@@ -1,0 +1,416 @@
+package clientapi
+
+import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+
+	"repeater/internal/auth"
+	"repeater/internal/httputil"
+	"repeater/storage"
+)
+
+// Localparts allowed for new users (spec: "User Identifiers"; historical
+// characters are accepted for existing users but not for registration).
+var localpartRE = regexp.MustCompile(`^[a-z0-9._=\-/+]+$`)
+
+func (a *API) validateLocalpart(lp string) error {
+	if lp == "" || !localpartRE.MatchString(lp) {
+		return httputil.Err(400, "M_INVALID_USERNAME", "User ID may only contain a-z, 0-9, and ._=-/+")
+	}
+	if len("@"+lp+":"+a.serverName) > 255 {
+		return httputil.Err(400, "M_INVALID_USERNAME", "User ID too long")
+	}
+	return nil
+}
+
+// uiaSessions tracks user-interactive auth sessions (spec: "User-Interactive
+// Authentication API"): completed stages per session.
+type uiaSessions struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (u *uiaSessions) new() string {
+	id := auth.NewID(24)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[string]time.Time{}
+	}
+	for k, t := range u.m {
+		if time.Since(t) > time.Hour {
+			delete(u.m, k)
+		}
+	}
+	u.m[id] = time.Now()
+	return id
+}
+
+func uiaChallenge(session string, stage string) *httputil.Error {
+	return &httputil.Error{Status: 401, Code: "M_FORBIDDEN", Message: "Additional authentication required",
+		Extra: map[string]any{"flows": []any{map[string]any{"stages": []string{stage}}}, "params": map[string]any{}, "session": session}}
+}
+
+// uiaChallengeBody is a 401 UIA response without an error (first round).
+func uiaFirst(session, stage string) httputil.Response {
+	return httputil.Response{Status: 401, Body: map[string]any{
+		"flows": []any{map[string]any{"stages": []string{stage}}}, "params": map[string]any{}, "session": session}}
+}
+
+// register handles POST /register (spec: "Account registration").
+func (a *API) register(r *http.Request) (any, error) {
+	body, err := httputil.ReadBody(r, httputil.MaxBody, true)
+	if err != nil {
+		return nil, err
+	}
+	kind := r.URL.Query().Get("kind")
+	if kind == "guest" {
+		return nil, httputil.Err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not enabled")
+	}
+	if kind != "" && kind != "user" {
+		return nil, httputil.InvalidParam("Unknown kind")
+	}
+	if !a.cfg.Registration.Open {
+		return nil, httputil.Forbidden("Registration is not enabled on this server")
+	}
+	if err := checkTypes(body, map[string]gjson.Type{"username": gjson.String, "password": gjson.String, "device_id": gjson.String, "initial_device_display_name": gjson.String}); err != nil {
+		return nil, err
+	}
+	username := strings.ToLower(gjson.GetBytes(body, "username").Str)
+	password := gjson.GetBytes(body, "password").Str
+	if username != "" {
+		if err := a.validateLocalpart(username); err != nil {
+			return nil, err
+		}
+		if _, err := a.db.GetAccount(r.Context(), username); err == nil {
+			return nil, httputil.Err(400, "M_USER_IN_USE", "User ID already taken")
+		}
+	}
+	authType := gjson.GetBytes(body, "auth.type").Str
+	if authType == "" {
+		return uiaFirst(a.uia.new(), "m.login.dummy"), nil
+	}
+	if authType != "m.login.dummy" {
+		return nil, uiaChallenge(gjson.GetBytes(body, "auth.session").Str, "m.login.dummy")
+	}
+	if password == "" {
+		return nil, httputil.MissingParam("Missing password")
+	}
+	if len(password) > 512 {
+		return nil, httputil.Err(400, "M_WEAK_PASSWORD", "Password too long")
+	}
+	if username == "" {
+		username = strconv.FormatInt(time.Now().UnixNano(), 36)
+	}
+	if err := a.limiter.Allow("register:" + clientIP(r)); err != nil {
+		return nil, err
+	}
+	return a.createAccountAndLogin(r, username, password, false, body)
+}
+
+func (a *API) createAccountAndLogin(r *http.Request, username, password string, admin bool, body []byte) (any, error) {
+	// Hash before the write transaction: bcrypt is the slow part.
+	hash, err := auth.HashPassword(password, a.cfg.BcryptCost)
+	if err != nil {
+		return nil, err
+	}
+	err = a.db.CreateAccount(r.Context(), storage.Account{Localpart: username, PasswordHash: hash, IsAdmin: admin, DisplayName: username})
+	if errors.Is(err, storage.ErrConflict) {
+		return nil, httputil.Err(400, "M_USER_IN_USE", "User ID already taken")
+	}
+	if err != nil {
+		return nil, err
+	}
+	userID := "@" + username + ":" + a.serverName
+	resp := map[string]any{"user_id": userID, "home_server": a.serverName}
+	if gjson.GetBytes(body, "inhibit_login").Bool() {
+		return resp, nil
+	}
+	deviceID := gjson.GetBytes(body, "device_id").Str
+	tok, deviceID, err := a.newDevice(r, username, deviceID, gjson.GetBytes(body, "initial_device_display_name").Str)
+	if err != nil {
+		return nil, err
+	}
+	resp["access_token"], resp["device_id"] = tok, deviceID
+	return resp, nil
+}
+
+func (a *API) newDevice(r *http.Request, localpart, deviceID, displayName string) (string, string, error) {
+	if deviceID == "" {
+		deviceID = auth.NewID(10)
+	}
+	tok := auth.NewToken()
+	if err := a.db.CreateDevice(r.Context(), localpart, deviceID, displayName, auth.HashToken(tok), clientIP(r)); err != nil {
+		return "", "", err
+	}
+	return tok, deviceID, nil
+}
+
+// registerAvailable handles GET /register/available.
+func (a *API) registerAvailable(r *http.Request) (any, error) {
+	lp := r.URL.Query().Get("username")
+	if err := a.validateLocalpart(lp); err != nil {
+		return nil, err
+	}
+	if _, err := a.db.GetAccount(r.Context(), lp); err == nil {
+		return nil, httputil.Err(400, "M_USER_IN_USE", "User ID already taken")
+	}
+	return map[string]any{"available": true}, nil
+}
+
+// Shared-secret registration (Synapse admin API, used by test suites and
+// admin tools): GET returns a nonce, POST registers with an HMAC.
+type nonces struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (a *API) adminRegisterNonce(r *http.Request) (any, error) {
+	if a.cfg.Registration.SharedSecret == "" {
+		return nil, httputil.Err(400, "M_UNKNOWN", "Shared secret registration is not enabled")
+	}
+	n := auth.NewID(32)
+	a.nonces.mu.Lock()
+	if a.nonces.m == nil {
+		a.nonces.m = map[string]time.Time{}
+	}
+	for k, t := range a.nonces.m {
+		if time.Since(t) > 5*time.Minute {
+			delete(a.nonces.m, k)
+		}
+	}
+	a.nonces.m[n] = time.Now()
+	a.nonces.mu.Unlock()
+	return map[string]any{"nonce": n}, nil
+}
+
+func (a *API) adminRegister(r *http.Request) (any, error) {
+	if a.cfg.Registration.SharedSecret == "" {
+		return nil, httputil.Err(400, "M_UNKNOWN", "Shared secret registration is not enabled")
+	}
+	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
+	if err != nil {
+		return nil, err
+	}
+	nonce := gjson.GetBytes(body, "nonce").Str
+	a.nonces.mu.Lock()
+	_, ok := a.nonces.m[nonce]
+	delete(a.nonces.m, nonce)
+	a.nonces.mu.Unlock()
+	if !ok {
+		return nil, httputil.Err(400, "M_UNKNOWN", "Unrecognised nonce")
+	}
+	username := strings.ToLower(gjson.GetBytes(body, "username").Str)
+	password := gjson.GetBytes(body, "password").Str
+	admin := gjson.GetBytes(body, "admin").Bool()
+	mac := hmac.New(sha1.New, []byte(a.cfg.Registration.SharedSecret))
+	mac.Write([]byte(nonce + "\x00" + gjson.GetBytes(body, "username").Str + "\x00" + password + "\x00"))
+	if admin {
+		mac.Write([]byte("admin"))
+	} else {
+		mac.Write([]byte("notadmin"))
+	}
+	want := hex.EncodeToString(mac.Sum(nil))
+	if !hmac.Equal([]byte(want), []byte(strings.ToLower(gjson.GetBytes(body, "mac").Str))) {
+		return nil, httputil.Forbidden("HMAC incorrect")
+	}
+	if err := a.validateLocalpart(username); err != nil {
+		return nil, err
+	}
+	if password == "" {
+		return nil, httputil.MissingParam("Missing password")
+	}
+	return a.createAccountAndLogin(r, username, password, admin, body)
+}
+
+// loginFlows handles GET /login.
+func (a *API) loginFlows(r *http.Request) (any, error) {
+	return map[string]any{"flows": []any{map[string]any{"type": "m.login.password"}}}, nil
+}
+
+// login handles POST /login (spec: "Login").
+func (a *API) login(r *http.Request) (any, error) {
+	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
+	if err != nil {
+		return nil, err
+	}
+	if t := gjson.GetBytes(body, "type").Str; t != "m.login.password" {
+		return nil, httputil.Err(400, "M_UNKNOWN", "Unknown login type")
+	}
+	user := gjson.GetBytes(body, "identifier.user").Str
+	if user == "" {
+		user = gjson.GetBytes(body, "user").Str
+	}
+	if idType := gjson.GetBytes(body, "identifier.type").Str; idType != "" && idType != "m.id.user" {
+		return nil, httputil.Err(400, "M_UNKNOWN", "Unsupported identifier type")
+	}
+	if user == "" {
+		return nil, httputil.BadJSON("Missing user identifier")
+	}
+	if err := a.limiter.Allow("login:" + clientIP(r)); err != nil {
+		return nil, err
+	}
+	lp, err := a.localpartFromUser(user)
+	if err != nil {
+		return nil, httputil.Forbidden("Invalid username or password")
+	}
+	acct, err := a.db.GetAccount(r.Context(), lp)
+	if err != nil || acct.Deactivated || !auth.CheckPassword(acct.PasswordHash, gjson.GetBytes(body, "password").Str) {
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+		return nil, httputil.Forbidden("Invalid username or password")
+	}
+	tok, deviceID, err := a.newDevice(r, lp, gjson.GetBytes(body, "device_id").Str, gjson.GetBytes(body, "initial_device_display_name").Str)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"user_id": "@" + lp + ":" + a.serverName, "access_token": tok, "device_id": deviceID, "home_server": a.serverName}, nil
+}
+
+// localpartFromUser accepts a localpart or a full user ID on this server.
+func (a *API) localpartFromUser(user string) (string, error) {
+	if strings.HasPrefix(user, "@") {
+		uid, err := spec.NewUserID(user, true)
+		if err != nil || string(uid.Domain()) != a.serverName {
+			return "", httputil.Forbidden("Not a local user")
+		}
+		return strings.ToLower(uid.Local()), nil
+	}
+	return strings.ToLower(user), nil
+}
+
+func (a *API) logout(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	return struct{}{}, a.db.DeleteDevices(r.Context(), d.Localpart, []string{d.DeviceID}, "")
+}
+
+func (a *API) logoutAll(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	return struct{}{}, a.db.DeleteDevices(r.Context(), d.Localpart, nil, "")
+}
+
+func (a *API) whoami(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	return map[string]any{"user_id": d.UserID, "device_id": d.DeviceID, "is_guest": false}, nil
+}
+
+// checkPasswordAuth runs the m.login.password UIA stage for sensitive
+// operations; it returns a UIA challenge when auth is missing or wrong.
+func (a *API) checkPasswordAuth(r *http.Request, body []byte, d *auth.Device) error {
+	authObj := gjson.GetBytes(body, "auth")
+	if !authObj.Exists() {
+		s := a.uia.new()
+		return &httputil.Error{Status: 401, Code: "", Message: "", Extra: map[string]any{
+			"flows": []any{map[string]any{"stages": []string{"m.login.password"}}}, "params": map[string]any{}, "session": s}}
+	}
+	if authObj.Get("type").Str != "m.login.password" {
+		return uiaChallenge(authObj.Get("session").Str, "m.login.password")
+	}
+	user := authObj.Get("identifier.user").Str
+	if user == "" {
+		user = authObj.Get("user").Str
+	}
+	if user != "" {
+		lp, err := a.localpartFromUser(user)
+		if err != nil || lp != d.Localpart {
+			return httputil.Forbidden("Cannot authenticate as another user")
+		}
+	}
+	acct, err := a.db.GetAccount(r.Context(), d.Localpart)
+	if err != nil {
+		return err
+	}
+	if !auth.CheckPassword(acct.PasswordHash, authObj.Get("password").Str) {
+		e := uiaChallenge(authObj.Get("session").Str, "m.login.password")
+		e.Message = "Invalid password"
+		return e
+	}
+	return nil
+}
+
+// changePassword handles POST /account/password.
+func (a *API) changePassword(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.checkPasswordAuth(r, body, d); err != nil {
+		return nil, err
+	}
+	pw := gjson.GetBytes(body, "new_password")
+	if pw.Type != gjson.String || pw.Str == "" {
+		return nil, httputil.MissingParam("Missing new_password")
+	}
+	hash, err := auth.HashPassword(pw.Str, a.cfg.BcryptCost)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.db.SetPassword(r.Context(), d.Localpart, hash); err != nil {
+		return nil, err
+	}
+	if lo := gjson.GetBytes(body, "logout_devices"); !lo.Exists() || lo.Bool() {
+		if err := a.db.DeleteDevices(r.Context(), d.Localpart, nil, d.DeviceID); err != nil {
+			return nil, err
+		}
+	}
+	return struct{}{}, nil
+}
+
+// deactivate handles POST /account/deactivate: the user leaves every room.
+func (a *API) deactivate(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	body, err := httputil.ReadBody(r, httputil.MaxBody, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.checkPasswordAuth(r, body, d); err != nil {
+		return nil, err
+	}
+	for _, m := range []string{spec.Join, spec.Invite} {
+		rooms, err := a.db.RoomsByMembership(r.Context(), d.UserID, m)
+		if err != nil {
+			return nil, err
+		}
+		for _, room := range rooms {
+			if _, err := a.rs.ChangeMembership(r.Context(), room, d.UserID, d.UserID, spec.Leave, "", nil); err != nil {
+				a.log.Warn("deactivate: leave failed", "room", room, "err", err)
+			}
+		}
+	}
+	if err := a.db.DeactivateAccount(r.Context(), d.Localpart); err != nil {
+		return nil, err
+	}
+	return map[string]any{"id_server_unbind_result": "no-support"}, nil
+}
+
+// checkTypes rejects bodies where known fields have the wrong JSON type.
+func checkTypes(body []byte, want map[string]gjson.Type) error {
+	for f, t := range want {
+		v := gjson.GetBytes(body, f)
+		if v.Exists() && v.Type != t && v.Type != gjson.Null {
+			return httputil.BadJSON(f + " has the wrong type")
+		}
+	}
+	return nil
+}
+
+func clientIP(r *http.Request) string {
+	host := r.RemoteAddr
+	if i := strings.LastIndexByte(host, ':'); i >= 0 {
+		host = host[:i]
+	}
+	return host
+}

@@ -1,0 +1,172 @@
+// Package clientapi serves the Client-Server API (/_matrix/client) except
+// /sync and its streams (syncapi) and media (mediaapi).
+package clientapi
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/tidwall/gjson"
+
+	"repeater/internal/auth"
+	"repeater/internal/config"
+	"repeater/internal/httputil"
+	"repeater/roomserver"
+	"repeater/storage"
+)
+
+// UserNotifier is told when a user's own stream data (account data) changes.
+type UserNotifier interface {
+	OnUserEvent(userID string, pos int64)
+}
+
+// API is the client API.
+type API struct {
+	cfg        *config.Config
+	serverName string
+	db         *storage.DB
+	rs         *roomserver.Server
+	notify     UserNotifier
+	log        *slog.Logger
+	limiter    *httputil.Limiter
+	uia        uiaSessions
+	nonces     nonces
+}
+
+// New constructs the client API.
+func New(cfg *config.Config, db *storage.DB, rs *roomserver.Server, notify UserNotifier, log *slog.Logger) *API {
+	return &API{cfg: cfg, serverName: cfg.ServerName, db: db, rs: rs, notify: notify, log: log,
+		limiter: httputil.NewLimiter(cfg.RateLimits.Enabled, cfg.RateLimits.PerSecond, cfg.RateLimits.Burst)}
+}
+
+func parseInt(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// versions handles GET /_matrix/client/versions.
+func (a *API) versions(r *http.Request) (any, error) {
+	return map[string]any{
+		"versions": []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"},
+		"unstable_features": map[string]bool{},
+	}, nil
+}
+
+// capabilities handles GET /capabilities.
+func (a *API) capabilities(r *http.Request) (any, error) {
+	avail := map[string]string{}
+	for _, v := range gomatrixserverlib.StableRoomVersions() {
+		avail[string(v.Version())] = "stable"
+	}
+	return map[string]any{"capabilities": map[string]any{
+		"m.change_password":  map[string]any{"enabled": true},
+		"m.room_versions":    map[string]any{"default": a.cfg.DefaultRoomVersion, "available": avail},
+		"m.set_displayname":  map[string]any{"enabled": true},
+		"m.set_avatar_url":   map[string]any{"enabled": true},
+		"m.3pid_changes":     map[string]any{"enabled": false},
+		"m.get_login_token":  map[string]any{"enabled": false},
+	}}, nil
+}
+
+// wellKnown handles GET /.well-known/matrix/client.
+func (a *API) wellKnown(r *http.Request) (any, error) {
+	base := a.cfg.PublicBaseURL
+	if base == "" {
+		base = "http://" + a.serverName
+	}
+	return map[string]any{"m.homeserver": map[string]any{"base_url": base}}, nil
+}
+
+// Account data.
+
+func (a *API) checkOwnUser(r *http.Request) (*auth.Device, error) {
+	d := auth.FromContext(r.Context())
+	if vars(r)["userId"] != d.UserID {
+		return nil, httputil.Forbidden("You may only access your own account data")
+	}
+	return d, nil
+}
+
+func (a *API) putAccountData(r *http.Request) (any, error) {
+	d, err := a.checkOwnUser(r)
+	if err != nil {
+		return nil, err
+	}
+	body, err := httputil.ReadBody(r, 65536, false)
+	if err != nil {
+		return nil, err
+	}
+	typ := vars(r)["type"]
+	if typ == "m.fully_read" || typ == "m.push_rules" {
+		return nil, httputil.Err(400, "M_BAD_JSON", "Cannot set "+typ+" through this API")
+	}
+	pos, err := a.db.PutAccountData(r.Context(), d.Localpart, vars(r)["roomId"], typ, body)
+	if err != nil {
+		return nil, err
+	}
+	if a.notify != nil {
+		a.notify.OnUserEvent(d.UserID, pos)
+	}
+	return struct{}{}, nil
+}
+
+func (a *API) getAccountData(r *http.Request) (any, error) {
+	d, err := a.checkOwnUser(r)
+	if err != nil {
+		return nil, err
+	}
+	b, err := a.db.GetAccountData(r.Context(), d.Localpart, vars(r)["roomId"], vars(r)["type"])
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(b), nil
+}
+
+// Filters.
+
+func (a *API) postFilter(r *http.Request) (any, error) {
+	d, err := a.checkOwnUser(r)
+	if err != nil {
+		return nil, err
+	}
+	body, err := httputil.ReadBody(r, 65536, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []string{"room.timeline.limit", "limit"} {
+		if v := gjson.GetBytes(body, f); v.Exists() && v.Type != gjson.Number {
+			return nil, httputil.BadJSON(f + " must be a number")
+		}
+	}
+	for _, f := range []string{"event_fields", "room.rooms", "room.not_rooms", "presence.types", "account_data.types", "room.timeline.types", "room.timeline.senders"} {
+		if v := gjson.GetBytes(body, f); v.Exists() && !v.IsArray() {
+			return nil, httputil.BadJSON(f + " must be an array")
+		}
+	}
+	id, err := a.db.CreateFilter(r.Context(), d.Localpart, body)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"filter_id": itoa(id)}, nil
+}
+
+func (a *API) getFilter(r *http.Request) (any, error) {
+	d, err := a.checkOwnUser(r)
+	if err != nil {
+		return nil, err
+	}
+	id, err := strconv.ParseInt(vars(r)["filterId"], 10, 64)
+	if err != nil {
+		return nil, httputil.NotFound("No such filter")
+	}
+	b, err := a.db.GetFilter(r.Context(), d.Localpart, id)
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(b), nil
+}

@@ -1,0 +1,413 @@
+package clientapi
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+
+	"repeater/internal/auth"
+	"repeater/internal/httputil"
+	"repeater/roomserver"
+	"repeater/storage"
+)
+
+func (a *API) localAccount(r *http.Request, userID string) (*storage.Account, error) {
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil {
+		return nil, httputil.InvalidParam("Invalid user ID")
+	}
+	if string(uid.Domain()) != a.serverName {
+		return nil, httputil.NotFound("Profile lookup over federation is not supported yet")
+	}
+	acct, err := a.db.GetAccount(r.Context(), uid.Local())
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && acct.Deactivated) {
+		return nil, httputil.NotFound("User not found")
+	}
+	return acct, err
+}
+
+// getProfile handles GET /profile/{userId}[/{field}].
+func (a *API) getProfile(r *http.Request) (any, error) {
+	v := vars(r)
+	acct, err := a.localAccount(r, v["userId"])
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{}
+	if acct.DisplayName != "" {
+		out["displayname"] = acct.DisplayName
+	}
+	if acct.AvatarURL != "" {
+		out["avatar_url"] = acct.AvatarURL
+	}
+	if f := v["field"]; f != "" {
+		val, ok := out[f]
+		if !ok {
+			return nil, httputil.NotFound("Profile field not set")
+		}
+		return map[string]any{f: val}, nil
+	}
+	return out, nil
+}
+
+// putProfile handles PUT /profile/{userId}/{displayname|avatar_url} and
+// updates the user's member event in every joined room.
+func (a *API) putProfile(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	v := vars(r)
+	if v["userId"] != d.UserID {
+		return nil, httputil.Forbidden("You may only change your own profile")
+	}
+	field := v["field"]
+	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
+	if err != nil {
+		return nil, err
+	}
+	val := gjson.GetBytes(body, field)
+	if val.Exists() && val.Type != gjson.String && val.Type != gjson.Null {
+		return nil, httputil.BadJSON(field + " must be a string")
+	}
+	if len(val.Str) > 1024 {
+		return nil, httputil.BadJSON(field + " too long")
+	}
+	s := val.Str
+	var dn, av *string
+	if field == "displayname" {
+		dn = &s
+	} else {
+		av = &s
+	}
+	if err := a.db.SetProfile(r.Context(), d.Localpart, dn, av); err != nil {
+		return nil, err
+	}
+	rooms, err := a.db.RoomsByMembership(r.Context(), d.UserID, spec.Join)
+	if err != nil {
+		return nil, err
+	}
+	p := a.profileOf(r, d.Localpart)
+	for _, room := range rooms {
+		if _, err := a.rs.Join(r.Context(), room, d.UserID, p, nil); err != nil {
+			a.log.Warn("profile: member event update failed", "room", room, "err", err)
+		}
+	}
+	return struct{}{}, nil
+}
+
+var _ = roomserver.MemberContent
+
+// devices handles GET /devices.
+func (a *API) devices(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	devs, err := a.db.Devices(r.Context(), d.Localpart)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]map[string]any, 0, len(devs))
+	for _, dv := range devs {
+		out = append(out, deviceJSON(dv))
+	}
+	return map[string]any{"devices": out}, nil
+}
+
+func deviceJSON(dv storage.Device) map[string]any {
+	m := map[string]any{"device_id": dv.DeviceID, "last_seen_ts": dv.LastSeenTS}
+	if dv.DisplayName != "" {
+		m["display_name"] = dv.DisplayName
+	}
+	if dv.LastSeenIP != "" {
+		m["last_seen_ip"] = dv.LastSeenIP
+	}
+	return m
+}
+
+func (a *API) getDevice(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	dv, err := a.db.GetDevice(r.Context(), d.Localpart, vars(r)["deviceId"])
+	if err != nil {
+		return nil, err
+	}
+	return deviceJSON(*dv), nil
+}
+
+func (a *API) putDevice(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	body, err := httputil.ReadBody(r, httputil.MaxBody, true)
+	if err != nil {
+		return nil, err
+	}
+	name := gjson.GetBytes(body, "display_name")
+	if name.Exists() && name.Type != gjson.String {
+		return nil, httputil.BadJSON("display_name must be a string")
+	}
+	return struct{}{}, a.db.SetDeviceName(r.Context(), d.Localpart, vars(r)["deviceId"], name.Str)
+}
+
+// deleteDevice handles DELETE /devices/{deviceId} (needs UIA).
+func (a *API) deleteDevice(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	id := vars(r)["deviceId"]
+	if _, err := a.db.GetDevice(r.Context(), d.Localpart, id); err != nil {
+		return nil, err
+	}
+	body, err := httputil.ReadBody(r, httputil.MaxBody, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.checkPasswordAuth(r, body, d); err != nil {
+		return nil, err
+	}
+	return struct{}{}, a.db.DeleteDevices(r.Context(), d.Localpart, []string{id}, "")
+}
+
+// deleteDevices handles POST /delete_devices (needs UIA).
+func (a *API) deleteDevices(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
+	if err != nil {
+		return nil, err
+	}
+	ids := gjson.GetBytes(body, "devices")
+	if !ids.IsArray() {
+		return nil, httputil.BadJSON("devices must be an array")
+	}
+	if err := a.checkPasswordAuth(r, body, d); err != nil {
+		return nil, err
+	}
+	list := []string{}
+	for _, x := range ids.Array() {
+		list = append(list, x.Str)
+	}
+	return struct{}{}, a.db.DeleteDevices(r.Context(), d.Localpart, list, "")
+}
+
+// Directory: aliases and the public room list.
+
+func (a *API) getAlias(r *http.Request) (any, error) {
+	alias := vars(r)["alias"]
+	roomID, _, err := a.db.ResolveAlias(r.Context(), alias)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, httputil.NotFound("Room alias " + alias + " not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"room_id": roomID, "servers": []string{a.serverName}}, nil
+}
+
+func (a *API) validAlias(alias string) error {
+	if !strings.HasPrefix(alias, "#") || !strings.Contains(alias, ":") || strings.ContainsAny(alias, " \t") || len(alias) > 255 {
+		return httputil.Err(400, "M_INVALID_PARAM", "Invalid alias")
+	}
+	if !strings.HasSuffix(alias, ":"+a.serverName) {
+		return httputil.Err(400, "M_INVALID_PARAM", "Alias must be on this server")
+	}
+	return nil
+}
+
+func (a *API) putAlias(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	alias := vars(r)["alias"]
+	if err := a.validAlias(alias); err != nil {
+		return nil, err
+	}
+	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
+	if err != nil {
+		return nil, err
+	}
+	roomID := gjson.GetBytes(body, "room_id")
+	if roomID.Type != gjson.String {
+		return nil, httputil.BadJSON("Missing room_id")
+	}
+	if _, err := a.rs.RoomVersion(r.Context(), roomID.Str); err != nil {
+		return nil, err
+	}
+	err = a.db.CreateAlias(r.Context(), alias, roomID.Str, d.UserID)
+	if errors.Is(err, storage.ErrConflict) {
+		return nil, httputil.Err(409, "M_UNKNOWN", "Room alias already exists")
+	}
+	return struct{}{}, err
+}
+
+func (a *API) deleteAlias(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	alias := vars(r)["alias"]
+	roomID, creator, err := a.db.ResolveAlias(r.Context(), alias)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, httputil.NotFound("Room alias not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if creator != d.UserID {
+		// Room moderators may remove aliases too (power to send canonical alias).
+		ev, _ := a.rs.CurrentStateEvent(r.Context(), roomID, spec.MRoomPowerLevels, "")
+		ok := false
+		if ev != nil {
+			lvl := gjson.GetBytes(ev.JSON, "content.users."+gjson.Escape(d.UserID)).Int()
+			need := gjson.GetBytes(ev.JSON, "content.events.m\\.room\\.canonical_alias")
+			stateDefault := gjson.GetBytes(ev.JSON, "content.state_default")
+			n := int64(50)
+			if need.Exists() {
+				n = need.Int()
+			} else if stateDefault.Exists() {
+				n = stateDefault.Int()
+			}
+			ok = lvl >= n
+		}
+		if !ok {
+			return nil, httputil.Forbidden("You may not delete this alias")
+		}
+	}
+	return struct{}{}, a.db.DeleteAlias(r.Context(), alias)
+}
+
+func (a *API) roomAliases(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	roomID := vars(r)["roomId"]
+	m, err := a.rs.Membership(r.Context(), roomID, d.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if m != spec.Join {
+		hv, _ := a.rs.CurrentStateEvent(r.Context(), roomID, spec.MRoomHistoryVisibility, "")
+		if hv == nil || gjson.GetBytes(hv.JSON, "content.history_visibility").Str != "world_readable" {
+			return nil, httputil.Forbidden("You are not in this room")
+		}
+	}
+	aliases, err := a.db.RoomAliases(r.Context(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	if aliases == nil {
+		aliases = []string{}
+	}
+	return map[string]any{"aliases": aliases}, nil
+}
+
+func (a *API) getDirectoryVisibility(r *http.Request) (any, error) {
+	room, err := a.db.GetRoom(r.Context(), vars(r)["roomId"])
+	if err != nil {
+		return nil, err
+	}
+	vis := "private"
+	if room.Published {
+		vis = "public"
+	}
+	return map[string]any{"visibility": vis}, nil
+}
+
+func (a *API) putDirectoryVisibility(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	roomID := vars(r)["roomId"]
+	body, err := httputil.ReadBody(r, httputil.MaxBody, true)
+	if err != nil {
+		return nil, err
+	}
+	vis := gjson.GetBytes(body, "visibility").Str
+	if vis != "public" && vis != "private" {
+		return nil, httputil.BadJSON("visibility must be public or private")
+	}
+	if m, err := a.rs.Membership(r.Context(), roomID, d.UserID); err != nil {
+		return nil, err
+	} else if m != spec.Join {
+		return nil, httputil.Forbidden("You are not in this room")
+	}
+	return struct{}{}, a.db.SetPublished(r.Context(), roomID, vis == "public")
+}
+
+// publicRooms handles GET and POST /publicRooms.
+func (a *API) publicRooms(r *http.Request) (any, error) {
+	limit, since, filter := int64(0), int64(0), ""
+	q := r.URL.Query()
+	if r.Method == http.MethodPost {
+		body, err := httputil.ReadBody(r, httputil.MaxBody, true)
+		if err != nil {
+			return nil, err
+		}
+		limit = gjson.GetBytes(body, "limit").Int()
+		since = parseInt(gjson.GetBytes(body, "since").Str)
+		filter = strings.ToLower(gjson.GetBytes(body, "filter.generic_search_term").Str)
+	} else {
+		limit = parseInt(q.Get("limit"))
+		since = parseInt(q.Get("since"))
+	}
+	ids, err := a.db.PublishedRooms(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	chunk := []map[string]any{}
+	for _, id := range ids {
+		entry, err := a.publicRoomEntry(r, id)
+		if err != nil {
+			return nil, err
+		}
+		if filter != "" {
+			name, _ := entry["name"].(string)
+			topic, _ := entry["topic"].(string)
+			alias, _ := entry["canonical_alias"].(string)
+			if !strings.Contains(strings.ToLower(name+" "+topic+" "+alias), filter) {
+				continue
+			}
+		}
+		chunk = append(chunk, entry)
+	}
+	total := len(chunk)
+	if since > 0 && int(since) < len(chunk) {
+		chunk = chunk[since:]
+	} else if since > 0 {
+		chunk = chunk[:0]
+	}
+	resp := map[string]any{"total_room_count_estimate": total}
+	if limit > 0 && int(limit) < len(chunk) {
+		chunk = chunk[:limit]
+		resp["next_batch"] = itoa(since + limit)
+	}
+	if since > 0 {
+		resp["prev_batch"] = itoa(max(0, since-max(limit, 1)))
+	}
+	resp["chunk"] = chunk
+	return resp, nil
+}
+
+func (a *API) publicRoomEntry(r *http.Request, roomID string) (map[string]any, error) {
+	evs, err := a.rs.CurrentState(r.Context(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	e := map[string]any{"room_id": roomID, "world_readable": false, "guest_can_join": false, "num_joined_members": 0, "join_rule": "public"}
+	joined := 0
+	for _, ev := range evs {
+		c := gjson.GetBytes(ev.JSON, "content")
+		switch ev.Type {
+		case spec.MRoomName:
+			e["name"] = c.Get("name").Str
+		case spec.MRoomTopic:
+			e["topic"] = c.Get("topic").Str
+		case spec.MRoomCanonicalAlias:
+			if s := c.Get("alias").Str; s != "" {
+				e["canonical_alias"] = s
+			}
+		case spec.MRoomAvatar:
+			e["avatar_url"] = c.Get("url").Str
+		case spec.MRoomHistoryVisibility:
+			e["world_readable"] = c.Get("history_visibility").Str == "world_readable"
+		case "m.room.guest_access":
+			e["guest_can_join"] = c.Get("guest_access").Str == "can_join"
+		case spec.MRoomJoinRules:
+			e["join_rule"] = c.Get("join_rule").Str
+		case spec.MRoomCreate:
+			if t := c.Get("type"); t.Type == gjson.String {
+				e["room_type"] = t.Str
+			}
+		case spec.MRoomMember:
+			if c.Get("membership").Str == spec.Join {
+				joined++
+			}
+		}
+	}
+	e["num_joined_members"] = joined
+	return e, nil
+}

@@ -1,0 +1,79 @@
+package clientapi
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"repeater/internal/auth"
+	"repeater/internal/httputil"
+)
+
+// Routes registers the client API on the root router.
+func (a *API) Routes(root *mux.Router, authn *auth.Authenticator) {
+	j := func(h httputil.Handler) http.Handler { return httputil.JSON(a.log, h) }
+	authed := func(h httputil.Handler) http.Handler { return authn.Require(j(h)) }
+
+	root.Handle("/_matrix/client/versions", j(a.versions)).Methods("GET")
+	root.Handle("/.well-known/matrix/client", j(a.wellKnown)).Methods("GET")
+	root.Handle("/_synapse/admin/v1/register", j(a.adminRegisterNonce)).Methods("GET")
+	root.Handle("/_synapse/admin/v1/register", j(a.adminRegister)).Methods("POST")
+
+	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
+		c := root.PathPrefix(prefix).Subrouter()
+		c.Handle("/register", j(a.register)).Methods("POST")
+		c.Handle("/register/available", j(a.registerAvailable)).Methods("GET")
+		c.Handle("/login", j(a.loginFlows)).Methods("GET")
+		c.Handle("/login", j(a.login)).Methods("POST")
+		c.Handle("/logout", authed(a.logout)).Methods("POST")
+		c.Handle("/logout/all", authed(a.logoutAll)).Methods("POST")
+		c.Handle("/account/whoami", authed(a.whoami)).Methods("GET")
+		c.Handle("/account/password", authed(a.changePassword)).Methods("POST")
+		c.Handle("/account/deactivate", authed(a.deactivate)).Methods("POST")
+		c.Handle("/capabilities", authed(a.capabilities)).Methods("GET")
+
+		c.Handle("/devices", authed(a.devices)).Methods("GET")
+		c.Handle("/devices/{deviceId}", authed(a.getDevice)).Methods("GET")
+		c.Handle("/devices/{deviceId}", authed(a.putDevice)).Methods("PUT")
+		c.Handle("/devices/{deviceId}", authed(a.deleteDevice)).Methods("DELETE")
+		c.Handle("/delete_devices", authed(a.deleteDevices)).Methods("POST")
+
+		c.Handle("/profile/{userId}", j(a.getProfile)).Methods("GET")
+		c.Handle("/profile/{userId}/{field:displayname|avatar_url}", j(a.getProfile)).Methods("GET")
+		c.Handle("/profile/{userId}/{field:displayname|avatar_url}", authed(a.putProfile)).Methods("PUT")
+
+		c.Handle("/createRoom", authed(a.createRoom)).Methods("POST")
+		c.Handle("/join/{room}", authed(a.join)).Methods("POST")
+		c.Handle("/rooms/{room}/join", authed(a.join)).Methods("POST")
+		for _, action := range []string{"invite", "leave", "kick", "ban", "unban"} {
+			c.Handle("/rooms/{roomId}/"+action, authed(a.membership(action))).Methods("POST")
+		}
+		c.Handle("/rooms/{roomId}/forget", authed(a.forget)).Methods("POST")
+		c.Handle("/rooms/{roomId}/send/{eventType}/{txnId}", authed(a.send)).Methods("PUT")
+		c.Handle("/rooms/{roomId}/redact/{eventId}/{txnId}", authed(a.redact)).Methods("PUT")
+		c.Handle("/rooms/{roomId}/state", authed(a.getState)).Methods("GET")
+		c.Handle("/rooms/{roomId}/state/{eventType}", authed(a.getStateEvent)).Methods("GET")
+		c.Handle("/rooms/{roomId}/state/{eventType}/{stateKey}", authed(a.getStateEvent)).Methods("GET")
+		c.Handle("/rooms/{roomId}/state/{eventType}", authed(a.putState)).Methods("PUT")
+		c.Handle("/rooms/{roomId}/state/{eventType}/{stateKey}", authed(a.putState)).Methods("PUT")
+		c.Handle("/rooms/{roomId}/event/{eventId}", authed(a.getEvent)).Methods("GET")
+		c.Handle("/rooms/{roomId}/members", authed(a.members)).Methods("GET")
+		c.Handle("/rooms/{roomId}/joined_members", authed(a.joinedMembers)).Methods("GET")
+		c.Handle("/rooms/{roomId}/aliases", authed(a.roomAliases)).Methods("GET")
+		c.Handle("/joined_rooms", authed(a.joinedRooms)).Methods("GET")
+
+		c.Handle("/directory/room/{alias}", j(a.getAlias)).Methods("GET")
+		c.Handle("/directory/room/{alias}", authed(a.putAlias)).Methods("PUT")
+		c.Handle("/directory/room/{alias}", authed(a.deleteAlias)).Methods("DELETE")
+		c.Handle("/directory/list/room/{roomId}", j(a.getDirectoryVisibility)).Methods("GET")
+		c.Handle("/directory/list/room/{roomId}", authed(a.putDirectoryVisibility)).Methods("PUT")
+		c.Handle("/publicRooms", j(a.publicRooms)).Methods("GET", "POST")
+
+		c.Handle("/user/{userId}/filter", authed(a.postFilter)).Methods("POST")
+		c.Handle("/user/{userId}/filter/{filterId}", authed(a.getFilter)).Methods("GET")
+		c.Handle("/user/{userId}/account_data/{type}", authed(a.putAccountData)).Methods("PUT")
+		c.Handle("/user/{userId}/account_data/{type}", authed(a.getAccountData)).Methods("GET")
+		c.Handle("/user/{userId}/rooms/{roomId}/account_data/{type}", authed(a.putAccountData)).Methods("PUT")
+		c.Handle("/user/{userId}/rooms/{roomId}/account_data/{type}", authed(a.getAccountData)).Methods("GET")
+	}
+}

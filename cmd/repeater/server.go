@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"repeater/clientapi"
+	"repeater/internal/auth"
+	"repeater/internal/config"
+	"repeater/internal/httputil"
+	"repeater/roomserver"
+	"repeater/storage"
+	"repeater/syncapi"
+)
+
+// server is a running Repeater: its database, handler and listeners.
+type server struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	db      *storage.DB
+	handler http.Handler
+	cancel  context.CancelFunc
+	sync    *syncapi.Sync
+	wg      sync.WaitGroup
+
+	mu        sync.Mutex
+	httpSrvs  []*http.Server
+	listeners []net.Listener
+}
+
+// newServer wires every component, bottom-up, from a validated config.
+func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*server, error) {
+	key, err := config.LoadSigningKey(cfg.Path(cfg.SigningKeyPath))
+	if err != nil {
+		return nil, err
+	}
+	db, err := storage.Open(ctx, cfg.DatabaseDSN())
+	if err != nil {
+		return nil, err
+	}
+	notifier := syncapi.NewNotifier()
+	rs := roomserver.New(roomserver.Config{
+		ServerName: spec.ServerName(cfg.ServerName), KeyID: key.KeyID, PrivateKey: key.PrivateKey,
+		DefaultVersion: gomatrixserverlib.RoomVersion(cfg.DefaultRoomVersion),
+	}, db, notifier, log)
+	authn := &auth.Authenticator{ServerName: cfg.ServerName, Log: log, Lookup: func(ctx context.Context, hash string) (string, string, error) {
+		d, err := db.DeviceByTokenHash(ctx, hash)
+		if err != nil {
+			return "", "", err
+		}
+		return d.Localpart, d.DeviceID, nil
+	}}
+	capi := clientapi.New(cfg, db, rs, notifier, log)
+	sapi := syncapi.New(db, rs, notifier, cfg.Presence.Enabled, log)
+
+	root := mux.NewRouter().UseEncodedPath()
+	capi.Routes(root, authn)
+	sapi.Routes(root, authn)
+	root.NotFoundHandler = httputil.UnrecognizedHandler()
+	root.MethodNotAllowedHandler = httputil.MethodNotAllowedHandler()
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s := &server{cfg: cfg, log: log, db: db, cancel: cancel, sync: sapi,
+		handler: httputil.CORS(httputil.Recover(log, root))}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); sapi.Run(runCtx) }()
+	return s, nil
+}
+
+// serve starts serving on l (TLS when tlsCfg is set).
+func (s *server) serve(l net.Listener, tlsCfg *tls.Config) {
+	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	if tlsCfg != nil {
+		l = tls.NewListener(l, tlsCfg)
+	}
+	s.mu.Lock()
+	s.httpSrvs = append(s.httpSrvs, hs)
+	s.listeners = append(s.listeners, l)
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("listener stopped", "addr", l.Addr().String(), "err", err)
+		}
+	}()
+}
+
+// listen opens the configured listeners.
+func (s *server) listen() error {
+	if s.cfg.Listen != "" {
+		l, err := net.Listen("tcp", s.cfg.Listen)
+		if err != nil {
+			return err
+		}
+		s.serve(l, nil)
+		s.log.Info("listening", "addr", l.Addr().String(), "tls", false)
+	}
+	if s.cfg.TLSListen != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.Path(s.cfg.TLSCert), s.cfg.Path(s.cfg.TLSKey))
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		l, err := net.Listen("tcp", s.cfg.TLSListen)
+		if err != nil {
+			return err
+		}
+		s.serve(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		s.log.Info("listening", "addr", l.Addr().String(), "tls", true)
+	}
+	return nil
+}
+
+// shutdown drains in-flight requests, stops background work and closes the
+// database.
+func (s *server) shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	srvs := s.httpSrvs
+	s.mu.Unlock()
+	s.sync.Stop()
+	var errs []error
+	for _, hs := range srvs {
+		if err := hs.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.cancel()
+	s.wg.Wait()
+	errs = append(errs, s.db.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,139 @@
+// Package auth authenticates client requests by access token and hashes
+// passwords and tokens.
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"repeater/internal/httputil"
+)
+
+// Device is the authenticated caller of a client request.
+type Device struct {
+	UserID    string // @localpart:server
+	Localpart string
+	DeviceID  string
+}
+
+// LookupFunc finds the device owning an access-token hash. It returns an
+// error wrapping fs.ErrNotExist when no device has it.
+type LookupFunc func(ctx context.Context, tokenHash string) (localpart, deviceID string, err error)
+
+type ctxKey struct{}
+
+// FromContext returns the authenticated device of a request.
+func FromContext(ctx context.Context) *Device {
+	d, _ := ctx.Value(ctxKey{}).(*Device)
+	return d
+}
+
+// WithDevice attaches a device to a context (tests, internal callers).
+func WithDevice(ctx context.Context, d *Device) context.Context {
+	return context.WithValue(ctx, ctxKey{}, d)
+}
+
+// Authenticator is the access-token middleware.
+type Authenticator struct {
+	ServerName string
+	Lookup     LookupFunc
+	Log        *slog.Logger
+}
+
+// TokenFromRequest returns the access token of a request, from the
+// Authorization header or the deprecated access_token query parameter.
+func TokenFromRequest(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(tok)
+		}
+		return ""
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// Require wraps h so that it only runs for a valid access token.
+func (a *Authenticator) Require(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dev, err := a.Authenticate(r)
+		if err != nil {
+			httputil.WriteError(w, r, a.Log, err)
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(WithDevice(r.Context(), dev)))
+	})
+}
+
+// Authenticate resolves the request's access token.
+func (a *Authenticator) Authenticate(r *http.Request) (*Device, error) {
+	tok := TokenFromRequest(r)
+	if tok == "" {
+		return nil, httputil.Err(401, "M_MISSING_TOKEN", "Missing access token")
+	}
+	lp, dev, err := a.Lookup(r.Context(), HashToken(tok))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &httputil.Error{Status: 401, Code: "M_UNKNOWN_TOKEN", Message: "Unknown access token", Extra: map[string]any{"soft_logout": false}}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Device{UserID: "@" + lp + ":" + a.ServerName, Localpart: lp, DeviceID: dev}, nil
+}
+
+// NewToken returns a new random access token (256 bits).
+func NewToken() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return "rpt_" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// NewID returns a random identifier of n bytes' entropy, upper-case letters.
+func NewID(n int) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := make([]byte, n)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// HashToken is how access tokens are stored: only their SHA-256.
+func HashToken(tok string) string {
+	s := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(s[:])
+}
+
+// HashPassword hashes a password with bcrypt at the given cost.
+func HashPassword(pw string, cost int) (string, error) {
+	if len(pw) > 72 {
+		// bcrypt only uses 72 bytes; pre-hash longer passwords so that all
+		// of the password counts.
+		s := sha256.Sum256([]byte(pw))
+		pw = base64.StdEncoding.EncodeToString(s[:])
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), cost)
+	return string(h), err
+}
+
+// CheckPassword reports whether pw matches hash.
+func CheckPassword(hash, pw string) bool {
+	if hash == "" {
+		return false
+	}
+	if len(pw) > 72 {
+		s := sha256.Sum256([]byte(pw))
+		pw = base64.StdEncoding.EncodeToString(s[:])
+	}
+	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) == nil
+}

@@ -1,0 +1,215 @@
+// Package config is Repeater's configuration: one YAML tree with defaults,
+// validation that reports every problem at once, and generation of a new
+// config with its signing key (and, for test networks, a TLS pair).
+package config
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole server configuration. Relative paths are resolved
+// against the directory of the config file.
+type Config struct {
+	// ServerName is the name in user and room IDs, e.g. example.org.
+	ServerName string `yaml:"server_name"`
+	// SigningKeyPath holds the ed25519 signing key ("ed25519 <id> <seed>").
+	SigningKeyPath string `yaml:"signing_key_path"`
+	// Database is a SQLite file path or a postgres:// URL.
+	Database string `yaml:"database"`
+	// Listen is the plain-HTTP address for client and federation traffic.
+	Listen string `yaml:"listen"`
+	// TLSListen is the HTTPS address (empty: no TLS listener).
+	TLSListen string `yaml:"tls_listen"`
+	TLSCert   string `yaml:"tls_cert"`
+	TLSKey    string `yaml:"tls_key"`
+	// PublicBaseURL is advertised in .well-known/matrix/client.
+	PublicBaseURL string `yaml:"public_baseurl"`
+
+	Registration struct {
+		// Open allows anyone to register with m.login.dummy.
+		Open bool `yaml:"open"`
+		// SharedSecret enables /_synapse/admin/v1/register (empty: off).
+		SharedSecret string `yaml:"shared_secret"`
+	} `yaml:"registration"`
+
+	// BcryptCost is the password hashing cost (4..31).
+	BcryptCost int `yaml:"bcrypt_cost"`
+
+	RateLimits struct {
+		Enabled bool `yaml:"enabled"`
+		// PerSecond and Burst apply per user (or per IP when logged out).
+		PerSecond float64 `yaml:"per_second"`
+		Burst     int     `yaml:"burst"`
+	} `yaml:"rate_limits"`
+
+	// DefaultRoomVersion for new rooms.
+	DefaultRoomVersion string `yaml:"default_room_version"`
+
+	Federation struct {
+		// SkipTLSVerify disables certificate checks on outbound requests
+		// (test networks only).
+		SkipTLSVerify bool `yaml:"skip_tls_verify"`
+		// AllowPrivatePeers permits loopback and private-range peers.
+		AllowPrivatePeers bool `yaml:"allow_private_peers"`
+	} `yaml:"federation"`
+
+	// AppServiceConfigFiles are application-service registration files.
+	AppServiceConfigFiles []string `yaml:"app_service_config_files"`
+
+	Presence struct {
+		Enabled bool `yaml:"enabled"`
+	} `yaml:"presence"`
+
+	// LogLevel: debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+
+	// Dir is the directory relative paths are resolved against.
+	Dir string `yaml:"-"`
+}
+
+// Defaults returns a config with every default set.
+func Defaults() *Config {
+	c := &Config{
+		ServerName:         "localhost:8008",
+		SigningKeyPath:     "signing.key",
+		Database:           "repeater.db",
+		Listen:             ":8008",
+		BcryptCost:         12,
+		DefaultRoomVersion: "10",
+		LogLevel:           "info",
+	}
+	c.RateLimits.Enabled = true
+	c.RateLimits.PerSecond = 2
+	c.RateLimits.Burst = 20
+	c.Presence.Enabled = true
+	return c
+}
+
+// Load reads a config file over the defaults.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c := Defaults()
+	if err := yaml.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	c.Dir = filepath.Dir(abs)
+	return c, nil
+}
+
+// Path resolves p against the config's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.Dir == "" {
+		return p
+	}
+	return filepath.Join(c.Dir, p)
+}
+
+// DatabaseDSN is the database to open.
+func (c *Config) DatabaseDSN() string {
+	if strings.HasPrefix(c.Database, "postgres://") || strings.HasPrefix(c.Database, "postgresql://") {
+		return c.Database
+	}
+	return c.Path(strings.TrimPrefix(c.Database, "file:"))
+}
+
+// Validate reports every problem with the config at once.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
+	if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(c.ServerName)); !ok {
+		add("server_name %q is not a valid server name", c.ServerName)
+	}
+	if c.SigningKeyPath == "" {
+		add("signing_key_path is required")
+	} else if _, err := os.Stat(c.Path(c.SigningKeyPath)); err != nil {
+		add("signing_key_path: %v", err)
+	}
+	if c.Database == "" {
+		add("database is required")
+	}
+	if c.Listen == "" && c.TLSListen == "" {
+		add("at least one of listen and tls_listen is required")
+	}
+	for name, a := range map[string]string{"listen": c.Listen, "tls_listen": c.TLSListen} {
+		if a != "" {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				add("%s %q: %v", name, a, err)
+			}
+		}
+	}
+	if c.TLSListen != "" {
+		if c.TLSCert == "" || c.TLSKey == "" {
+			add("tls_listen needs tls_cert and tls_key")
+		} else {
+			for _, p := range []string{c.TLSCert, c.TLSKey} {
+				if _, err := os.Stat(c.Path(p)); err != nil {
+					add("tls: %v", err)
+				}
+			}
+		}
+	}
+	if c.BcryptCost < 4 || c.BcryptCost > 31 {
+		add("bcrypt_cost %d must be between 4 and 31", c.BcryptCost)
+	}
+	if c.RateLimits.Enabled && (c.RateLimits.PerSecond <= 0 || c.RateLimits.Burst <= 0) {
+		add("rate_limits: per_second and burst must be positive when enabled")
+	}
+	if v, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(c.DefaultRoomVersion)); err != nil || !v.Stable() {
+		add("default_room_version %q is not a supported stable room version", c.DefaultRoomVersion)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log_level %q must be debug, info, warn or error", c.LogLevel)
+	}
+	for _, f := range c.AppServiceConfigFiles {
+		if _, err := os.Stat(c.Path(f)); err != nil {
+			add("app_service_config_files: %v", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SigningKey is the server's ed25519 signing key.
+type SigningKey struct {
+	KeyID      gomatrixserverlib.KeyID
+	PrivateKey ed25519.PrivateKey
+}
+
+// LoadSigningKey reads a key file in the "ed25519 <version> <base64 seed>" format.
+func LoadSigningKey(path string) (*SigningKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 3 || f[0] != "ed25519" {
+		return nil, fmt.Errorf("signing key %s: want \"ed25519 <version> <seed>\"", path)
+	}
+	seed, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(f[2], "="))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("signing key %s: bad seed", path)
+	}
+	return &SigningKey{KeyID: gomatrixserverlib.KeyID("ed25519:" + f[1]), PrivateKey: ed25519.NewKeyFromSeed(seed)}, nil
+}
+
+// Marshal renders the config as YAML.
+func (c *Config) Marshal() ([]byte, error) { return yaml.Marshal(c) }

@@ -1,0 +1,125 @@
+package roomserver
+
+import (
+	"context"
+	"crypto/rand"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+
+	"repeater/internal/httputil"
+	"repeater/storage"
+)
+
+func randomID(n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := make([]byte, n)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+func localpartOf(userID string) string {
+	lp, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	return lp
+}
+
+// Join joins a local user to a room this server knows.
+func (s *Server) Join(ctx context.Context, roomID, userID string, profile CreatorProfile, extra map[string]any) (*storage.Event, error) {
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	content := MemberContent(spec.Join, profile)
+	for k, v := range extra {
+		if _, ok := content[k]; !ok && k != "membership" {
+			content[k] = v
+		}
+	}
+	return s.buildAndStore(ctx, r, userID, spec.MRoomMember, &userID, content, SendOpts{Localpart: localpartOf(userID)})
+}
+
+// ChangeMembership sends a membership event by sender about target
+// (invite, leave/kick, ban, unban).
+func (s *Server) ChangeMembership(ctx context.Context, roomID, sender, target, membership, reason string, extra map[string]any) (*storage.Event, error) {
+	if _, err := spec.NewUserID(target, true); err != nil {
+		return nil, httputil.InvalidParam("Invalid user ID")
+	}
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	current := r.members[target]
+	switch membership {
+	case "unban":
+		if current != spec.Ban {
+			return nil, httputil.Forbidden("The user is not banned")
+		}
+		membership = spec.Leave
+	case spec.Leave:
+		if sender == target && current == "" {
+			return nil, httputil.Forbidden("You are not in this room")
+		}
+		if sender != target && current == spec.Ban {
+			return nil, httputil.Forbidden("The user is banned; unban them instead")
+		}
+	case spec.Invite:
+		if current == spec.Join {
+			return nil, httputil.Forbidden("The user is already in the room")
+		}
+		if current == spec.Ban {
+			return nil, httputil.Forbidden("The user is banned from the room")
+		}
+	}
+	content := map[string]any{"membership": membership}
+	for k, v := range extra {
+		if k != "membership" {
+			content[k] = v
+		}
+	}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	// Keep the target's profile on their member event where we know it.
+	if nid, ok := r.state[storage.StateKey{Type: spec.MRoomMember, StateKey: target}]; ok && membership != spec.Leave && membership != spec.Ban {
+		prev := r.pdus[nid].Content()
+		for _, f := range []string{"displayname", "avatar_url"} {
+			if v := gjson.GetBytes(prev, f); v.Exists() {
+				if _, set := content[f]; !set {
+					content[f] = v.Value()
+				}
+			}
+		}
+	}
+	return s.buildAndStore(ctx, r, sender, spec.MRoomMember, &target, content, SendOpts{Localpart: localpartOf(sender)})
+}
+
+// InviteStrippedState returns the stripped state clients get with an invite
+// (spec: "Stripped state").
+func (s *Server) StrippedState(ctx context.Context, roomID string) ([]map[string]any, error) {
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	var pdus []gomatrixserverlib.PDU
+	for _, t := range []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, spec.MRoomAvatar, spec.MRoomTopic, spec.MRoomCanonicalAlias, spec.MRoomEncryption} {
+		if nid, ok := r.state[storage.StateKey{Type: t}]; ok {
+			pdus = append(pdus, r.pdus[nid])
+		}
+	}
+	r.mu.Unlock()
+	out := make([]map[string]any, 0, len(pdus))
+	for _, p := range pdus {
+		out = append(out, map[string]any{
+			"type": p.Type(), "state_key": *p.StateKey(), "sender": string(p.SenderID()),
+			"content": spec.RawJSON(p.Content()),
+		})
+	}
+	return out, nil
+}

@@ -1,0 +1,595 @@
+// Package roomserver owns the room DAG: every event enters through it, is
+// authorised against the state before it, stored with its state snapshot and
+// given its stream position in one transaction. Everything else reads.
+package roomserver
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+
+	"repeater/internal/httputil"
+	"repeater/storage"
+)
+
+// Notifier is told about each committed room event: pos is its stream
+// position, users are the local users whose sync should wake.
+type Notifier interface {
+	OnRoomEvent(roomID string, pos int64, users []string)
+}
+
+// Config is what the roomserver needs from the server configuration.
+type Config struct {
+	ServerName     spec.ServerName
+	KeyID          gomatrixserverlib.KeyID
+	PrivateKey     ed25519.PrivateKey
+	DefaultVersion gomatrixserverlib.RoomVersion
+}
+
+// Server is the roomserver.
+type Server struct {
+	cfg    Config
+	db     *storage.DB
+	notify Notifier
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	rooms map[string]*room
+
+	snapshots *lru[int64, storage.StateMap]
+	events    *lru[int64, *storage.Event]
+}
+
+// room is the in-memory head of a room: guarded by mu, which also orders all
+// writes to the room.
+type room struct {
+	mu          sync.Mutex
+	loaded      bool
+	id          string
+	version     gomatrixserverlib.RoomVersion
+	snapshot    int64
+	maxDepth    int64
+	extremities []string
+	state       storage.StateMap
+	pdus        map[int64]gomatrixserverlib.PDU // current state events
+	members     map[string]string               // user -> membership
+}
+
+// New constructs a roomserver.
+func New(cfg Config, db *storage.DB, notify Notifier, log *slog.Logger) *Server {
+	return &Server{
+		cfg: cfg, db: db, notify: notify, log: log,
+		rooms:     map[string]*room{},
+		snapshots: newLRU[int64, storage.StateMap](2048),
+		events:    newLRU[int64, *storage.Event](8192),
+	}
+}
+
+// UserIDForSender maps sender IDs to user IDs; they are the same in every
+// room version we create.
+func UserIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(senderID), true)
+}
+
+// ErrUnknownRoom is returned for rooms this server does not know.
+var ErrUnknownRoom = httputil.NotFound("Unknown room")
+
+// getRoom returns the room entry, locked, with its head loaded.
+func (s *Server) lockRoom(ctx context.Context, roomID string) (*room, error) {
+	s.mu.Lock()
+	r, ok := s.rooms[roomID]
+	if !ok {
+		r = &room{id: roomID}
+		s.rooms[roomID] = r
+	}
+	s.mu.Unlock()
+	r.mu.Lock()
+	if r.loaded {
+		return r, nil
+	}
+	if err := s.loadRoom(ctx, r); err != nil {
+		r.mu.Unlock()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (s *Server) loadRoom(ctx context.Context, r *room) error {
+	info, err := s.db.GetRoom(ctx, r.id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return ErrUnknownRoom
+	}
+	if err != nil {
+		return err
+	}
+	state, err := s.db.CurrentStateNIDs(ctx, r.id)
+	if err != nil {
+		return err
+	}
+	ext, err := s.db.ForwardExtremities(ctx, r.id)
+	if err != nil {
+		return err
+	}
+	r.version = gomatrixserverlib.RoomVersion(info.Version)
+	r.snapshot, r.maxDepth, r.extremities, r.state = info.CurrentSnapshot, info.MaxDepth, ext, state
+	r.pdus = map[int64]gomatrixserverlib.PDU{}
+	r.members = map[string]string{}
+	nids := make([]int64, 0, len(state))
+	for _, nid := range state {
+		nids = append(nids, nid)
+	}
+	evs, err := s.db.EventsByNIDs(ctx, nids)
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		pdu, err := s.toPDU(r.version, e)
+		if err != nil {
+			return err
+		}
+		r.pdus[e.NID] = pdu
+		if e.Type == spec.MRoomMember && e.StateKey != nil {
+			r.members[*e.StateKey] = gjson.GetBytes(e.JSON, "content.membership").Str
+		}
+	}
+	r.loaded = true
+	return nil
+}
+
+func (s *Server) toPDU(ver gomatrixserverlib.RoomVersion, e *storage.Event) (gomatrixserverlib.PDU, error) {
+	impl, err := gomatrixserverlib.GetRoomVersion(ver)
+	if err != nil {
+		return nil, err
+	}
+	return impl.NewEventFromTrustedJSONWithEventID(e.EventID, e.JSON, false)
+}
+
+// authEventsFor returns the auth events provider for a proto event from the
+// room's current state.
+func (r *room) authEvents(needed gomatrixserverlib.StateNeeded) (*gomatrixserverlib.AuthEvents, error) {
+	var pdus []gomatrixserverlib.PDU
+	for _, t := range needed.Tuples() {
+		if nid, ok := r.state[storage.StateKey{Type: t.EventType, StateKey: t.StateKey}]; ok {
+			pdus = append(pdus, r.pdus[nid])
+		}
+	}
+	return gomatrixserverlib.NewAuthEvents(pdus)
+}
+
+// SendOpts carries optional parts of a local event.
+type SendOpts struct {
+	Redacts   string
+	TxnID     string
+	TxnDevice string
+	// Localpart is the sender's localpart, for transaction IDs.
+	Localpart string
+}
+
+// buildAndStore builds, authorises, signs and stores a local event. r must be
+// locked and loaded (or new, for a create event).
+func (s *Server) buildAndStore(ctx context.Context, r *room, sender, evType string, stateKey *string, content any, opts SendOpts) (*storage.Event, error) {
+	impl, err := gomatrixserverlib.GetRoomVersion(r.version)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(content)
+	if err != nil {
+		return nil, httputil.BadJSON("Bad content")
+	}
+	prev := r.extremities
+	if len(prev) > 20 {
+		prev = prev[:20]
+	}
+	if prev == nil {
+		prev = []string{}
+	}
+	pe := gomatrixserverlib.ProtoEvent{
+		SenderID: sender, RoomID: r.id, Type: evType, StateKey: stateKey,
+		PrevEvents: prev, Depth: r.maxDepth + 1, Content: raw, Redacts: opts.Redacts,
+	}
+	isCreate := evType == spec.MRoomCreate && stateKey != nil && *stateKey == ""
+	if isCreate && impl.DomainlessRoomIDs() {
+		pe.RoomID = ""
+	}
+	needed, err := gomatrixserverlib.StateNeededForProtoEvent(&pe)
+	if err != nil {
+		return nil, httputil.BadJSON(err.Error())
+	}
+	ae, err := r.authEvents(needed)
+	if err != nil {
+		return nil, err
+	}
+	eb := impl.NewEventBuilderFromProtoEvent(&pe)
+	if err := eb.AddAuthEvents(ae); err != nil {
+		return nil, httputil.Forbidden(err.Error())
+	}
+	pdu, err := eb.Build(time.Now(), s.cfg.ServerName, s.cfg.KeyID, s.cfg.PrivateKey)
+	if err != nil {
+		return nil, httputil.BadJSON(err.Error())
+	}
+	if isCreate {
+		if impl.DomainlessRoomIDs() {
+			r.id = "!" + pdu.EventID()[1:]
+		}
+		_ = ae.AddEvent(pdu)
+	}
+	if err := gomatrixserverlib.Allowed(pdu, ae, UserIDForSender); err != nil {
+		return nil, httputil.Forbidden(err.Error())
+	}
+	return s.store(ctx, r, pdu, opts)
+}
+
+// store persists an authorised event as the room's new head.
+func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, opts SendOpts) (*storage.Event, error) {
+	e := &storage.Event{
+		EventID: pdu.EventID(), RoomID: r.id, Type: pdu.Type(), StateKey: pdu.StateKey(),
+		Sender: string(pdu.SenderID()), Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()),
+		BeforeSnapshot: r.snapshot, AfterSnapshot: r.snapshot, JSON: pdu.JSON(),
+		TxnID: opts.TxnID, TxnDevice: opts.TxnDevice,
+	}
+	var key storage.StateKey
+	var newState storage.StateMap
+	if e.StateKey != nil {
+		key = storage.StateKey{Type: e.Type, StateKey: *e.StateKey}
+		e.ReplacesNID = r.state[key]
+	}
+	membership := ""
+	if e.Type == spec.MRoomMember {
+		membership = gjson.GetBytes(e.JSON, "content.membership").Str
+	}
+	isCreate := e.Type == spec.MRoomCreate && e.StateKey != nil && *e.StateKey == ""
+	redactTarget := ""
+	if e.Type == spec.MRoomRedaction {
+		redactTarget = pdu.Redacts()
+	}
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		pos, err := tx.NextStreamPos(ctx)
+		if err != nil {
+			return err
+		}
+		e.StreamPos = pos
+		if isCreate {
+			if err := tx.InsertRoom(ctx, r.id, string(r.version)); err != nil {
+				return err
+			}
+		}
+		if err := tx.InsertEvent(ctx, e); err != nil {
+			return err
+		}
+		if e.StateKey != nil {
+			newState = make(storage.StateMap, len(r.state)+1)
+			for k, v := range r.state {
+				newState[k] = v
+			}
+			newState[key] = e.NID
+			snap, err := tx.NewSnapshot(ctx, r.id, r.snapshot, newState, storage.StateMap{key: e.NID})
+			if err != nil {
+				return err
+			}
+			e.AfterSnapshot = snap
+			if _, err := tx.ExecContext(ctx, `UPDATE events SET after_snapshot = $1 WHERE nid = $2`, snap, e.NID); err != nil {
+				return err
+			}
+			if err := tx.SetCurrentState(ctx, r.id, key, e.NID, membership, pos); err != nil {
+				return err
+			}
+			if membership != "" && opts.Localpart != "" {
+				_ = tx.UnforgetRoom(ctx, opts.Localpart, r.id)
+			}
+		}
+		if redactTarget != "" {
+			if err := tx.MarkRedacted(ctx, redactTarget, e.EventID); err != nil {
+				return err
+			}
+		}
+		if err := tx.SetForwardExtremities(ctx, r.id, []string{e.EventID}); err != nil {
+			return err
+		}
+		if err := tx.UpdateRoomHead(ctx, r.id, e.AfterSnapshot, max(r.maxDepth, e.Depth)); err != nil {
+			return err
+		}
+		if opts.TxnID != "" {
+			if err := tx.RecordTxn(ctx, opts.Localpart, opts.TxnDevice, opts.TxnID, e.EventID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			// Our in-memory head may be stale; reload it next time.
+			r.loaded = false
+		}
+		return nil, err
+	}
+	// Update the in-memory head.
+	r.extremities = []string{e.EventID}
+	r.maxDepth = max(r.maxDepth, e.Depth)
+	r.snapshot = e.AfterSnapshot
+	if isCreate {
+		r.loaded = true
+		r.pdus = map[int64]gomatrixserverlib.PDU{}
+		r.members = map[string]string{}
+		s.mu.Lock()
+		s.rooms[r.id] = r
+		s.mu.Unlock()
+	}
+	if newState != nil {
+		if old := e.ReplacesNID; old != 0 {
+			delete(r.pdus, old)
+		}
+		r.state = newState
+		r.pdus[e.NID] = pdu
+		if membership != "" {
+			r.members[*e.StateKey] = membership
+		}
+	}
+	if redactTarget != "" {
+		// The target's cached copy no longer shows the redaction.
+		s.events.removeIf(func(ev *storage.Event) bool { return ev.EventID == redactTarget })
+	}
+	s.events.put(e.NID, e)
+	if s.notify != nil {
+		users := make([]string, 0, len(r.members))
+		for u, m := range r.members {
+			if m == spec.Join || m == spec.Invite {
+				users = append(users, u)
+			}
+		}
+		if membership != "" && membership != spec.Join && membership != spec.Invite {
+			users = append(users, *e.StateKey)
+		}
+		s.notify.OnRoomEvent(r.id, e.StreamPos, users)
+	}
+	return e, nil
+}
+
+// Send builds and stores a local event in a room.
+func (s *Server) Send(ctx context.Context, roomID, sender, evType string, stateKey *string, content any, opts SendOpts) (*storage.Event, error) {
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	if evType == spec.MRoomRedaction {
+		if err := s.checkRedaction(ctx, r, sender, opts.Redacts); err != nil {
+			return nil, err
+		}
+	}
+	return s.buildAndStore(ctx, r, sender, evType, stateKey, content, opts)
+}
+
+// checkRedaction enforces who may redact what (for room versions 3+ the auth
+// rules admit every redaction, and the server decides whether it applies;
+// for local clients we refuse up front).
+func (s *Server) checkRedaction(ctx context.Context, r *room, sender, target string) error {
+	ev, err := s.db.EventByID(ctx, target)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && ev.RoomID != r.id) {
+		return httputil.NotFound("Event not found")
+	}
+	if err != nil {
+		return err
+	}
+	if ev.Sender == sender {
+		return nil
+	}
+	pl, err := r.powerLevels()
+	if err != nil {
+		return err
+	}
+	if r.userLevel(pl, sender) >= pl.Redact {
+		return nil
+	}
+	return httputil.Forbidden("You may not redact this event")
+}
+
+// powerLevels returns the room's current power levels content.
+func (r *room) powerLevels() (*gomatrixserverlib.PowerLevelContent, error) {
+	if nid, ok := r.state[storage.StateKey{Type: spec.MRoomPowerLevels}]; ok {
+		return r.pdus[nid].PowerLevels()
+	}
+	// No power levels event: the creator has 100, everyone else 0.
+	pl := &gomatrixserverlib.PowerLevelContent{}
+	pl.Defaults()
+	if nid, ok := r.state[storage.StateKey{Type: spec.MRoomCreate}]; ok {
+		pl.Users = map[string]int64{string(r.pdus[nid].SenderID()): 100}
+	}
+	return pl, nil
+}
+
+// userLevel is a user's power level, counting v12 creators as unlimited.
+func (r *room) userLevel(pl *gomatrixserverlib.PowerLevelContent, userID string) int64 {
+	if impl, err := gomatrixserverlib.GetRoomVersion(r.version); err == nil && impl.PrivilegedCreators() {
+		if nid, ok := r.state[storage.StateKey{Type: spec.MRoomCreate}]; ok {
+			create := r.pdus[nid]
+			if string(create.SenderID()) == userID {
+				return 1 << 53
+			}
+			for _, c := range gjson.GetBytes(create.Content(), "additional_creators").Array() {
+				if c.Str == userID {
+					return 1 << 53
+				}
+			}
+		}
+	}
+	return pl.UserLevel(spec.SenderID(userID))
+}
+
+// RoomVersion returns a known room's version.
+func (s *Server) RoomVersion(ctx context.Context, roomID string) (gomatrixserverlib.RoomVersion, error) {
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	defer r.mu.Unlock()
+	return r.version, nil
+}
+
+// Membership returns a user's current membership in a room ("" if none).
+func (s *Server) Membership(ctx context.Context, roomID, userID string) (string, error) {
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	defer r.mu.Unlock()
+	return r.members[userID], nil
+}
+
+// CurrentStateEvent returns the current state event for a key, or nil.
+func (s *Server) CurrentStateEvent(ctx context.Context, roomID, evType, stateKey string) (*storage.Event, error) {
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	nid, ok := r.state[storage.StateKey{Type: evType, StateKey: stateKey}]
+	r.mu.Unlock()
+	if !ok {
+		return nil, nil
+	}
+	return s.Event(ctx, nid)
+}
+
+// CurrentState returns the room's current state events.
+func (s *Server) CurrentState(ctx context.Context, roomID string) ([]*storage.Event, error) {
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	nids := make([]int64, 0, len(r.state))
+	for _, nid := range r.state {
+		nids = append(nids, nid)
+	}
+	r.mu.Unlock()
+	return s.Events(ctx, nids)
+}
+
+// Event returns a stored event by NID, through the cache.
+func (s *Server) Event(ctx context.Context, nid int64) (*storage.Event, error) {
+	evs, err := s.Events(ctx, []int64{nid})
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, storage.ErrNotFound
+	}
+	return evs[0], nil
+}
+
+// Events returns stored events by NID (in the given order), through the cache.
+func (s *Server) Events(ctx context.Context, nids []int64) ([]*storage.Event, error) {
+	out := make([]*storage.Event, len(nids))
+	var missing []int64
+	for i, nid := range nids {
+		if e, ok := s.events.get(nid); ok && e.RedactedBy == "" {
+			out[i] = e
+		} else {
+			missing = append(missing, nid)
+		}
+	}
+	if len(missing) > 0 {
+		evs, err := s.db.EventsByNIDs(ctx, missing)
+		if err != nil {
+			return nil, err
+		}
+		byNID := make(map[int64]*storage.Event, len(evs))
+		for _, e := range evs {
+			byNID[e.NID] = e
+			s.events.put(e.NID, e)
+		}
+		for i, nid := range nids {
+			if out[i] == nil {
+				out[i] = byNID[nid]
+			}
+		}
+	}
+	res := out[:0]
+	for _, e := range out {
+		if e != nil {
+			res = append(res, e)
+		}
+	}
+	return res, nil
+}
+
+// Snapshot returns the state map of a snapshot, through the cache.
+func (s *Server) Snapshot(ctx context.Context, id int64) (storage.StateMap, error) {
+	if m, ok := s.snapshots.get(id); ok {
+		return m, nil
+	}
+	m, err := s.db.Snapshot(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.snapshots.put(id, m)
+	return m, nil
+}
+
+// StateEventsAt returns the state events of a snapshot.
+func (s *Server) StateEventsAt(ctx context.Context, snapshot int64) ([]*storage.Event, error) {
+	m, err := s.Snapshot(ctx, snapshot)
+	if err != nil {
+		return nil, err
+	}
+	nids := make([]int64, 0, len(m))
+	for _, nid := range m {
+		nids = append(nids, nid)
+	}
+	return s.Events(ctx, nids)
+}
+
+// RedactedJSON returns the JSON a client should see for e: redacted per the
+// room version's algorithm when a redaction applies, with
+// unsigned.redacted_because.
+func (s *Server) ClientJSON(ctx context.Context, e *storage.Event) []byte {
+	if e.RedactedBy == "" {
+		return e.JSON
+	}
+	ver, err := s.RoomVersion(ctx, e.RoomID)
+	if err != nil {
+		return e.JSON
+	}
+	impl, err := gomatrixserverlib.GetRoomVersion(ver)
+	if err != nil {
+		return e.JSON
+	}
+	red, err := impl.RedactEventJSON(e.JSON)
+	if err != nil {
+		return e.JSON
+	}
+	if rev, err := s.db.EventByID(ctx, e.RedactedBy); err == nil {
+		red, _ = setRaw(red, "unsigned.redacted_because", rev.JSON)
+	}
+	return red
+}
+
+func setRaw(js []byte, path string, raw []byte) ([]byte, error) {
+	return sjson.SetRawBytes(js, path, raw)
+}
+
+var _ = fmt.Sprintf
+
+// MembersWith returns the room's users whose current membership is m.
+func (s *Server) MembersWith(ctx context.Context, roomID, m string) ([]string, error) {
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.members))
+	for u, mm := range r.members {
+		if mm == m {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}

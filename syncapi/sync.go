@@ -1,0 +1,610 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+
+	"repeater/internal/auth"
+	"repeater/internal/httputil"
+	"repeater/storage"
+)
+
+// Token is a sync position: the database stream position and the ephemeral
+// (typing, presence) position. Rendered "s<pos>_<epos>".
+type Token struct{ Pos, EPos int64 }
+
+func (t Token) String() string { return fmt.Sprintf("s%d_%d", t.Pos, t.EPos) }
+
+func parseToken(s string) (Token, error) {
+	var t Token
+	rest, ok := strings.CutPrefix(s, "s")
+	if !ok {
+		return t, fmt.Errorf("bad token")
+	}
+	a, b, ok := strings.Cut(rest, "_")
+	var err error
+	if t.Pos, err = strconv.ParseInt(a, 10, 64); err != nil || t.Pos < 0 {
+		return t, fmt.Errorf("bad token")
+	}
+	if ok {
+		if t.EPos, err = strconv.ParseInt(b, 10, 64); err != nil {
+			return t, fmt.Errorf("bad token")
+		}
+	}
+	return t, nil
+}
+
+type syncRequest struct {
+	dev       *auth.Device
+	since     *Token
+	to        Token
+	filter    *Filter
+	fullState bool
+}
+
+type roomResp map[string]any
+
+type syncResponse struct {
+	NextBatch   string         `json:"next_batch"`
+	Rooms       map[string]any `json:"rooms"`
+	AccountData map[string]any `json:"account_data"`
+	Presence    map[string]any `json:"presence"`
+	ToDevice    map[string]any `json:"to_device"`
+	DeviceLists map[string]any `json:"device_lists"`
+	OTKCounts   map[string]int `json:"device_one_time_keys_count"`
+	empty       bool
+}
+
+// sync handles GET /sync (spec: Client-Server API, "Syncing").
+func (s *Sync) sync(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	q := r.URL.Query()
+	req := &syncRequest{dev: d, fullState: q.Get("full_state") == "true"}
+	if since := q.Get("since"); since != "" {
+		t, err := parseToken(since)
+		if err != nil {
+			return nil, httputil.InvalidParam("Invalid since token")
+		}
+		req.since = &t
+	}
+	timeout := time.Duration(0)
+	if ts := q.Get("timeout"); ts != "" {
+		ms, err := strconv.ParseInt(ts, 10, 64)
+		if err != nil || ms < 0 {
+			return nil, httputil.InvalidParam("Invalid timeout")
+		}
+		timeout = min(time.Duration(ms)*time.Millisecond, 5*time.Minute)
+	}
+	f, err := s.loadFilter(r.Context(), d, q.Get("filter"))
+	if err != nil {
+		return nil, err
+	}
+	req.filter = f
+	setPresence := q.Get("set_presence")
+	if setPresence != "" && setPresence != "online" && setPresence != "offline" && setPresence != "unavailable" {
+		return nil, httputil.InvalidParam("Invalid set_presence")
+	}
+	if s.presenceOn && s.eph.syncing(d.UserID, setPresence) {
+		s.wakeSharing(r.Context(), d.UserID)
+	}
+
+	deadline := time.Now().Add(timeout)
+	for {
+		ch := s.notifier.Listen(d.UserID)
+		pos, err := s.db.StreamPos(r.Context())
+		if err != nil {
+			return nil, err
+		}
+		req.to = Token{Pos: pos, EPos: s.eph.pos.Load()}
+		if req.since != nil && req.since.Pos > req.to.Pos {
+			// A token from the future (e.g. a restored database): start over.
+			req.since = nil
+		}
+		resp, err := s.build(r.Context(), req)
+		if err != nil {
+			return nil, err
+		}
+		wait := time.Until(deadline)
+		if !resp.empty || req.since == nil || req.fullState || wait <= 0 {
+			return resp, nil
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ch:
+			timer.Stop()
+		case <-timer.C:
+		case <-s.stopping:
+			timer.Stop()
+			return resp, nil
+		case <-r.Context().Done():
+			timer.Stop()
+			return nil, r.Context().Err()
+		}
+	}
+}
+
+func (s *Sync) loadFilter(ctx context.Context, d *auth.Device, param string) (*Filter, error) {
+	if param == "" {
+		return &Filter{}, nil
+	}
+	var raw []byte
+	if strings.HasPrefix(param, "{") {
+		raw = []byte(param)
+	} else {
+		id, err := strconv.ParseInt(param, 10, 64)
+		if err != nil {
+			return nil, httputil.InvalidParam("Invalid filter ID")
+		}
+		raw, err = s.db.GetFilter(ctx, d.Localpart, id)
+		if err != nil {
+			return nil, httputil.InvalidParam("Unknown filter")
+		}
+	}
+	f, err := parseFilter(raw)
+	if err != nil {
+		return nil, httputil.BadJSON("Invalid filter: " + err.Error())
+	}
+	return f, nil
+}
+
+func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, error) {
+	userID := req.dev.UserID
+	var since Token
+	if req.since != nil {
+		since = *req.since
+	}
+	resp := &syncResponse{
+		NextBatch:   req.to.String(),
+		AccountData: map[string]any{"events": []any{}},
+		Presence:    map[string]any{"events": []any{}},
+		ToDevice:    map[string]any{"events": []any{}},
+		DeviceLists: map[string]any{"changed": []string{}, "left": []string{}},
+		OTKCounts:   map[string]int{},
+		empty:       true,
+	}
+	join, invite, leave := map[string]any{}, map[string]any{}, map[string]any{}
+	resp.Rooms = map[string]any{"join": join, "invite": invite, "leave": leave, "knock": map[string]any{}}
+	rf := &req.filter.Room
+
+	// Membership changes in range decide which rooms are new, left or invited.
+	latestMembership := map[string]*storage.Event{}
+	if req.since != nil {
+		evs, err := s.db.MembershipEvents(ctx, userID, since.Pos, req.to.Pos)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range evs {
+			latestMembership[e.RoomID] = e
+		}
+	}
+
+	joinedRooms, err := s.db.RoomsByMembership(ctx, userID, spec.Join)
+	if err != nil {
+		return nil, err
+	}
+	joinedSet := map[string]bool{}
+	for _, roomID := range joinedRooms {
+		joinedSet[roomID] = true
+		if !rf.AllowsRoom(roomID) {
+			continue
+		}
+		me := latestMembership[roomID]
+		if me != nil && gjson.GetBytes(me.JSON, "content.membership").Str != spec.Join {
+			// Their membership in range was not join at the end; the current
+			// join happened after req.to. Pick it up next time.
+			continue
+		}
+		newlyJoined := req.since == nil || (me != nil && !s.wasJoinedBefore(ctx, me))
+		rr, nonEmpty, err := s.roomData(ctx, req, roomID, since, req.to.Pos, newlyJoined || req.fullState, spec.Join)
+		if err != nil {
+			return nil, err
+		}
+		if nonEmpty || newlyJoined {
+			join[roomID] = rr
+			resp.empty = false
+		}
+	}
+
+	// Invites.
+	if req.since == nil {
+		invited, err := s.db.RoomsByMembership(ctx, userID, spec.Invite)
+		if err != nil {
+			return nil, err
+		}
+		for _, roomID := range invited {
+			if rf.AllowsRoom(roomID) {
+				ev, err := s.rs.CurrentStateEvent(ctx, roomID, spec.MRoomMember, userID)
+				if err != nil || ev == nil {
+					continue
+				}
+				invite[roomID] = s.inviteData(ctx, ev, req.dev)
+				resp.empty = false
+			}
+		}
+	}
+	for roomID, me := range latestMembership {
+		if !rf.AllowsRoom(roomID) {
+			continue
+		}
+		switch gjson.GetBytes(me.JSON, "content.membership").Str {
+		case spec.Invite:
+			if cur, _ := s.db.CurrentMembership(ctx, roomID, userID); cur == spec.Invite {
+				invite[roomID] = s.inviteData(ctx, me, req.dev)
+				resp.empty = false
+			}
+		case spec.Leave, spec.Ban:
+			if joinedSet[roomID] {
+				continue
+			}
+			// A rejected invite or a leave from a room we never saw still
+			// shows up, so clients can drop the invite.
+			rr, _, err := s.roomData(ctx, req, roomID, since, me.StreamPos, req.fullState || !s.wasJoinedBefore(ctx, me), "leave")
+			if err != nil {
+				return nil, err
+			}
+			leave[roomID] = rr
+			resp.empty = false
+		}
+	}
+	if req.since == nil && rf.IncludeLeave {
+		for _, m := range []string{spec.Leave, spec.Ban} {
+			rooms, err := s.db.RoomsByMembership(ctx, userID, m)
+			if err != nil {
+				return nil, err
+			}
+			for _, roomID := range rooms {
+				if !rf.AllowsRoom(roomID) {
+					continue
+				}
+				if forgotten, _ := s.db.IsForgotten(ctx, req.dev.Localpart, roomID); forgotten {
+					continue
+				}
+				me, err := s.rs.CurrentStateEvent(ctx, roomID, spec.MRoomMember, userID)
+				if err != nil || me == nil {
+					continue
+				}
+				rr, _, err := s.roomData(ctx, req, roomID, since, me.StreamPos, true, "leave")
+				if err != nil {
+					return nil, err
+				}
+				leave[roomID] = rr
+			}
+		}
+	}
+
+	// Account data.
+	ads, err := s.db.AccountDataSince(ctx, req.dev.Localpart, since.Pos, req.to.Pos)
+	if err != nil {
+		return nil, err
+	}
+	global := []any{}
+	for _, ad := range ads {
+		ev := map[string]any{"type": ad.Type, "content": json.RawMessage(ad.Content)}
+		if ad.RoomID == "" {
+			if req.filter.AccountData.Allows(ad.Type, "", "") {
+				global = append(global, ev)
+			}
+			continue
+		}
+		if !rf.AccountData.Allows(ad.Type, "", ad.RoomID) {
+			continue
+		}
+		rr, ok := join[ad.RoomID].(roomResp)
+		if !ok {
+			if !joinedSet[ad.RoomID] || !rf.AllowsRoom(ad.RoomID) {
+				continue
+			}
+			rr = s.emptyJoinedRoom()
+			join[ad.RoomID] = rr
+		}
+		rad := rr["account_data"].(map[string]any)
+		rad["events"] = append(rad["events"].([]any), ev)
+		resp.empty = false
+	}
+	if lim := req.filter.AccountData.LimitOr(len(global), len(global)); lim < len(global) {
+		global = global[:lim]
+	}
+	if len(global) > 0 {
+		resp.AccountData["events"] = global
+		resp.empty = false
+	}
+
+	// Presence of users who share a room with us.
+	if s.presenceOn {
+		users := map[string]bool{userID: true}
+		for _, roomID := range joinedRooms {
+			members, err := s.rs.MembersWith(ctx, roomID, spec.Join)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range members {
+				users[m] = true
+			}
+		}
+		epos := since.EPos
+		if req.since == nil {
+			epos = 0
+		}
+		changed := s.eph.presenceSince(users, epos)
+		if len(changed) > 0 {
+			ids := make([]string, 0, len(changed))
+			for u := range changed {
+				ids = append(ids, u)
+			}
+			sort.Strings(ids)
+			evs := []any{}
+			for _, u := range ids {
+				if req.filter.Presence.Allows("m.presence", u, "") {
+					evs = append(evs, map[string]any{"type": "m.presence", "sender": u, "content": changed[u]})
+				}
+			}
+			if lim := req.filter.Presence.LimitOr(len(evs), len(evs)); lim < len(evs) {
+				evs = evs[:lim]
+			}
+			if len(evs) > 0 {
+				resp.Presence["events"] = evs
+				resp.empty = false
+			}
+		}
+	}
+	return resp, nil
+}
+
+func (s *Sync) emptyJoinedRoom() roomResp {
+	return roomResp{
+		"timeline":             map[string]any{"events": []any{}, "limited": false},
+		"state":                map[string]any{"events": []any{}},
+		"ephemeral":            map[string]any{"events": []any{}},
+		"account_data":         map[string]any{"events": []any{}},
+		"unread_notifications": map[string]any{"notification_count": 0, "highlight_count": 0},
+		"summary":              map[string]any{},
+	}
+}
+
+// wasJoinedBefore reports whether the user was joined just before the
+// membership event me.
+func (s *Sync) wasJoinedBefore(ctx context.Context, me *storage.Event) bool {
+	if me.ReplacesNID == 0 {
+		return false
+	}
+	prev, err := s.rs.Event(ctx, me.ReplacesNID)
+	if err != nil {
+		return false
+	}
+	return gjson.GetBytes(prev.JSON, "content.membership").Str == spec.Join
+}
+
+// roomData builds one room's section: timeline of events in (since, to],
+// state before the timeline (all of it when full), ephemeral data.
+func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, since Token, to int64, full bool, kind string) (roomResp, bool, error) {
+	userID := req.dev.UserID
+	rf := &req.filter.Room
+	rr := s.emptyJoinedRoom()
+	if kind != spec.Join {
+		delete(rr, "ephemeral")
+		delete(rr, "unread_notifications")
+		delete(rr, "summary")
+	}
+	nonEmpty := false
+	limit := rf.Timeline.LimitOr(20, 1000)
+	from := since.Pos
+	if full {
+		from = 0
+	}
+	var timeline []*storage.Event
+	limited := false
+	if limit > 0 {
+		evs, lim, err := s.db.RoomEventsInRange(ctx, roomID, from, to, limit)
+		if err != nil {
+			return nil, false, err
+		}
+		limited = lim
+		evs, err = s.rs.VisibleEvents(ctx, userID, evs)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, e := range evs {
+			if rf.Timeline.Allows(e.Type, e.Sender, roomID) {
+				timeline = append(timeline, e)
+			}
+		}
+	} else {
+		limited = true
+	}
+	tl := rr["timeline"].(map[string]any)
+	tlEvents := make([]any, 0, len(timeline))
+	senders := map[string]bool{}
+	inTimeline := map[string]bool{}
+	for _, e := range timeline {
+		tlEvents = append(tlEvents, s.rs.ClientEvent(ctx, e, userID, req.dev.DeviceID))
+		senders[e.Sender] = true
+		inTimeline[e.EventID] = true
+	}
+	tl["events"] = tlEvents
+	tl["limited"] = limited && !full || (full && limited)
+	if len(timeline) > 0 {
+		nonEmpty = true
+		first := timeline[0]
+		tl["prev_batch"] = topoToken(first.Depth, first.StreamPos-1)
+	} else {
+		tp, err := s.db.TopoPosAtStream(ctx, roomID, to)
+		if err != nil {
+			return nil, false, err
+		}
+		tl["prev_batch"] = topoToken(tp.Depth, tp.Stream)
+	}
+
+	// State: the state at the start of the timeline, or what changed
+	// between since and the start of the timeline.
+	var stateEvs []*storage.Event
+	var startSnap int64
+	if len(timeline) > 0 {
+		startSnap = timeline[0].BeforeSnapshot
+	} else {
+		last, err := s.db.LatestEventAtStream(ctx, roomID, to)
+		if err == nil {
+			startSnap = last.AfterSnapshot
+		}
+	}
+	if full {
+		evs, err := s.rs.StateEventsAt(ctx, startSnap)
+		if err != nil {
+			return nil, false, err
+		}
+		stateEvs = evs
+	} else if limited {
+		evs, err := s.stateDelta(ctx, roomID, since.Pos, startSnap)
+		if err != nil {
+			return nil, false, err
+		}
+		stateEvs = evs
+	}
+	lazy := rf.State.LazyLoadMembers
+	sort.Slice(stateEvs, func(i, j int) bool { return stateEvs[i].StreamPos < stateEvs[j].StreamPos })
+	stEvents := []any{}
+	for _, e := range stateEvs {
+		if inTimeline[e.EventID] || !rf.State.Allows(e.Type, e.Sender, roomID) {
+			continue
+		}
+		if lazy && e.Type == spec.MRoomMember && e.StateKey != nil && !senders[*e.StateKey] && *e.StateKey != userID {
+			continue
+		}
+		stEvents = append(stEvents, s.rs.ClientEvent(ctx, e, userID, req.dev.DeviceID))
+	}
+	if len(stEvents) > 0 {
+		nonEmpty = true
+	}
+	rr["state"].(map[string]any)["events"] = stEvents
+
+	if kind == spec.Join {
+		eph := []any{}
+		epos := since.EPos
+		if full {
+			epos = 0
+		}
+		if users, changed := s.eph.typingSince(roomID, epos); changed || (full && len(users) > 0) {
+			if users == nil {
+				users = []string{}
+			}
+			if rf.Ephemeral.Allows("m.typing", "", roomID) {
+				eph = append(eph, map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+			}
+		}
+		rcpts, err := s.db.ReceiptsSince(ctx, roomID, from, to)
+		if err != nil {
+			return nil, false, err
+		}
+		if ev := receiptEvent(rcpts, userID); ev != nil && rf.Ephemeral.Allows("m.receipt", "", roomID) {
+			eph = append(eph, ev)
+		}
+		if len(eph) > 0 {
+			rr["ephemeral"].(map[string]any)["events"] = eph
+			nonEmpty = true
+		}
+		if full || req.since == nil {
+			ads, err := s.roomAccountData(ctx, req.dev.Localpart, roomID)
+			if err != nil {
+				return nil, false, err
+			}
+			if len(ads) > 0 {
+				rr["account_data"].(map[string]any)["events"] = ads
+			}
+		}
+	}
+	return rr, nonEmpty, nil
+}
+
+func (s *Sync) roomAccountData(ctx context.Context, localpart, roomID string) ([]any, error) {
+	// Initial syncs read every entry; AccountDataSince(0, now) is that.
+	pos, err := s.db.StreamPos(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ads, err := s.db.AccountDataSince(ctx, localpart, 0, pos)
+	if err != nil {
+		return nil, err
+	}
+	var out []any
+	for _, ad := range ads {
+		if ad.RoomID == roomID {
+			out = append(out, map[string]any{"type": ad.Type, "content": json.RawMessage(ad.Content)})
+		}
+	}
+	return out, nil
+}
+
+// stateDelta returns the state events in snapshot `to` that differ from
+// the room's state at stream position since.
+func (s *Sync) stateDelta(ctx context.Context, roomID string, since int64, toSnap int64) ([]*storage.Event, error) {
+	var fromSnap int64
+	if last, err := s.db.LatestEventAtStream(ctx, roomID, since); err == nil {
+		fromSnap = last.AfterSnapshot
+	}
+	a, err := s.rs.Snapshot(ctx, fromSnap)
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.rs.Snapshot(ctx, toSnap)
+	if err != nil {
+		return nil, err
+	}
+	var nids []int64
+	for k, nid := range b {
+		if a[k] != nid {
+			nids = append(nids, nid)
+		}
+	}
+	return s.rs.Events(ctx, nids)
+}
+
+func (s *Sync) inviteData(ctx context.Context, me *storage.Event, d *auth.Device) map[string]any {
+	stripped, _ := s.rs.StrippedState(ctx, me.RoomID)
+	evs := make([]any, 0, len(stripped)+1)
+	for _, st := range stripped {
+		evs = append(evs, st)
+	}
+	evs = append(evs, s.rs.ClientEvent(ctx, me, d.UserID, d.DeviceID))
+	return map[string]any{"invite_state": map[string]any{"events": evs}}
+}
+
+// receiptEvent builds an m.receipt event; private receipts only for their owner.
+func receiptEvent(rcpts []storage.Receipt, viewer string) map[string]any {
+	content := map[string]any{}
+	n := 0
+	for _, r := range rcpts {
+		if r.Type == "m.read.private" && r.UserID != viewer {
+			continue
+		}
+		byType, ok := content[r.EventID].(map[string]any)
+		if !ok {
+			byType = map[string]any{}
+			content[r.EventID] = byType
+		}
+		users, ok := byType[r.Type].(map[string]any)
+		if !ok {
+			users = map[string]any{}
+			byType[r.Type] = users
+		}
+		data := map[string]any{"ts": r.TS}
+		if r.ThreadID != "" {
+			data["thread_id"] = r.ThreadID
+		}
+		users[r.UserID] = data
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	return map[string]any{"type": "m.receipt", "content": content}
+}
+
+func topoToken(depth, stream int64) string { return fmt.Sprintf("t%d_%d", depth, stream) }

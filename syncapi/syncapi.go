@@ -1,0 +1,98 @@
+// Package syncapi serves /sync, /messages, /context, typing, receipts and
+// presence, and wakes long-polling clients when something arrives.
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"repeater/internal/auth"
+	"repeater/internal/httputil"
+	"repeater/roomserver"
+	"repeater/storage"
+)
+
+// Sync is the sync API.
+type Sync struct {
+	db         *storage.DB
+	rs         *roomserver.Server
+	notifier   *Notifier
+	eph        *ephemeral
+	log        *slog.Logger
+	presenceOn bool
+	stopping   chan struct{}
+	stopOnce   sync.Once
+}
+
+// Stop makes waiting long-polls return at once (used at shutdown).
+func (s *Sync) Stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
+
+// New constructs the sync API.
+func New(db *storage.DB, rs *roomserver.Server, notifier *Notifier, presence bool, log *slog.Logger) *Sync {
+	return &Sync{db: db, rs: rs, notifier: notifier, eph: newEphemeral(), log: log, presenceOn: presence, stopping: make(chan struct{})}
+}
+
+// Run expires typing notifications and decays presence until ctx ends.
+func (s *Sync) Run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, room := range s.eph.expireTyping(now) {
+				if members, err := s.rs.MembersWith(ctx, room, spec.Join); err == nil {
+					s.notifier.Wake(members...)
+				}
+			}
+			n++
+			if n%15 == 0 && s.presenceOn {
+				for _, u := range s.eph.decayPresence(now) {
+					s.wakeSharing(ctx, u)
+				}
+			}
+		}
+	}
+}
+
+// wakeSharing wakes everyone who shares a room with userID (and them).
+func (s *Sync) wakeSharing(ctx context.Context, userID string) {
+	rooms, err := s.db.RoomsByMembership(ctx, userID, spec.Join)
+	if err != nil {
+		return
+	}
+	users := []string{userID}
+	for _, room := range rooms {
+		if members, err := s.rs.MembersWith(ctx, room, spec.Join); err == nil {
+			users = append(users, members...)
+		}
+	}
+	s.notifier.Wake(users...)
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// Routes registers the sync API.
+func (s *Sync) Routes(root *mux.Router, authn *auth.Authenticator) {
+	authed := func(h httputil.Handler) http.Handler { return authn.Require(httputil.JSON(s.log, h)) }
+	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
+		c := root.PathPrefix(prefix).Subrouter()
+		c.Handle("/sync", authed(s.sync)).Methods("GET")
+		c.Handle("/rooms/{roomId}/messages", authed(s.messages)).Methods("GET")
+		c.Handle("/rooms/{roomId}/context/{eventId}", authed(s.eventContext)).Methods("GET")
+		c.Handle("/rooms/{roomId}/typing/{userId}", authed(s.typing)).Methods("PUT")
+		c.Handle("/rooms/{roomId}/receipt/{receiptType}/{eventId}", authed(s.receipt)).Methods("POST")
+		c.Handle("/rooms/{roomId}/read_markers", authed(s.readMarkers)).Methods("POST")
+		c.Handle("/presence/{userId}/status", authed(s.getPresence)).Methods("GET")
+		c.Handle("/presence/{userId}/status", authed(s.putPresence)).Methods("PUT")
+	}
+}
