@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/tidwall/gjson"
 
 	"repeater/internal/auth"
@@ -52,7 +51,7 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // versions handles GET /_matrix/client/versions.
 func (a *API) versions(r *http.Request) (any, error) {
 	return map[string]any{
-		"versions": []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"},
+		"versions":          []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"},
 		"unstable_features": map[string]bool{},
 	}, nil
 }
@@ -60,16 +59,16 @@ func (a *API) versions(r *http.Request) (any, error) {
 // capabilities handles GET /capabilities.
 func (a *API) capabilities(r *http.Request) (any, error) {
 	avail := map[string]string{}
-	for _, v := range gomatrixserverlib.StableRoomVersions() {
-		avail[string(v.Version())] = "stable"
+	for _, v := range roomserver.SupportedVersions {
+		avail[string(v)] = "stable"
 	}
 	return map[string]any{"capabilities": map[string]any{
-		"m.change_password":  map[string]any{"enabled": true},
-		"m.room_versions":    map[string]any{"default": a.cfg.DefaultRoomVersion, "available": avail},
-		"m.set_displayname":  map[string]any{"enabled": true},
-		"m.set_avatar_url":   map[string]any{"enabled": true},
-		"m.3pid_changes":     map[string]any{"enabled": false},
-		"m.get_login_token":  map[string]any{"enabled": false},
+		"m.change_password": map[string]any{"enabled": true},
+		"m.room_versions":   map[string]any{"default": a.cfg.DefaultRoomVersion, "available": avail},
+		"m.set_displayname": map[string]any{"enabled": true},
+		"m.set_avatar_url":  map[string]any{"enabled": true},
+		"m.3pid_changes":    map[string]any{"enabled": false},
+		"m.get_login_token": map[string]any{"enabled": false},
 	}}, nil
 }
 

@@ -58,7 +58,7 @@ func (s *Server) CreateRoom(ctx context.Context, creator string, profile Creator
 		ver = gomatrixserverlib.RoomVersion(req.RoomVersion)
 	}
 	impl, err := gomatrixserverlib.GetRoomVersion(ver)
-	if err != nil || !impl.Stable() {
+	if err != nil || !IsSupportedVersion(ver) {
 		return "", httputil.Err(400, "M_UNSUPPORTED_ROOM_VERSION", "Unsupported room version "+string(ver))
 	}
 	preset := req.Preset

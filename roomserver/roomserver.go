@@ -593,3 +593,18 @@ func (s *Server) MembersWith(ctx context.Context, roomID, m string) ([]string, e
 	}
 	return out, nil
 }
+
+// SupportedVersions are the room versions Repeater creates and joins: the
+// spec's stable versions 1 to 12. (gomatrixserverlib also lists some
+// experimental versions as stable; we do not offer those.)
+var SupportedVersions = []gomatrixserverlib.RoomVersion{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
+
+// IsSupportedVersion reports whether v is one of SupportedVersions.
+func IsSupportedVersion(v gomatrixserverlib.RoomVersion) bool {
+	for _, s := range SupportedVersions {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}

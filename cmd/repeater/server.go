@@ -141,3 +141,14 @@ func (s *server) shutdown(ctx context.Context) error {
 	errs = append(errs, s.db.Close())
 	return errors.Join(errs...)
 }
+
+// addrs returns the addresses of the open listeners.
+func (s *server) addrs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.listeners))
+	for _, l := range s.listeners {
+		out = append(out, l.Addr().String())
+	}
+	return out
+}

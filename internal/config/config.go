@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -172,7 +173,7 @@ func (c *Config) Validate() error {
 	if c.RateLimits.Enabled && (c.RateLimits.PerSecond <= 0 || c.RateLimits.Burst <= 0) {
 		add("rate_limits: per_second and burst must be positive when enabled")
 	}
-	if v, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(c.DefaultRoomVersion)); err != nil || !v.Stable() {
+	if n, err := strconv.Atoi(c.DefaultRoomVersion); err != nil || n < 1 || n > 12 {
 		add("default_room_version %q is not a supported stable room version", c.DefaultRoomVersion)
 	}
 	switch c.LogLevel {
