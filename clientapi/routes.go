@@ -9,18 +9,20 @@ import (
 	"repeater/internal/httputil"
 )
 
-// Routes registers the client API on the root router.
-func (a *API) Routes(root *mux.Router, authn *auth.Authenticator) {
+// RootRoutes registers the endpoints outside /_matrix/client/{v3,r0}.
+func (a *API) RootRoutes(root *mux.Router) {
 	j := func(h httputil.Handler) http.Handler { return httputil.JSON(a.log, h) }
-	authed := func(h httputil.Handler) http.Handler { return authn.Require(j(h)) }
-
 	root.Handle("/_matrix/client/versions", j(a.versions)).Methods("GET")
 	root.Handle("/.well-known/matrix/client", j(a.wellKnown)).Methods("GET")
 	root.Handle("/_synapse/admin/v1/register", j(a.adminRegisterNonce)).Methods("GET")
 	root.Handle("/_synapse/admin/v1/register", j(a.adminRegister)).Methods("POST")
+}
 
-	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
-		c := root.PathPrefix(prefix).Subrouter()
+// Routes registers the client API on a /_matrix/client/{v3,r0} router.
+func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
+	j := func(h httputil.Handler) http.Handler { return httputil.JSON(a.log, h) }
+	authed := func(h httputil.Handler) http.Handler { return authn.Require(j(h)) }
+	{
 		c.Handle("/register", j(a.register)).Methods("POST")
 		c.Handle("/register/available", j(a.registerAvailable)).Methods("GET")
 		c.Handle("/login", j(a.loginFlows)).Methods("GET")

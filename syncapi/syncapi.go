@@ -81,11 +81,10 @@ func (s *Sync) wakeSharing(ctx context.Context, userID string) {
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
-// Routes registers the sync API.
-func (s *Sync) Routes(root *mux.Router, authn *auth.Authenticator) {
+// Routes registers the sync API on a /_matrix/client/{v3,r0} router.
+func (s *Sync) Routes(c *mux.Router, authn *auth.Authenticator) {
 	authed := func(h httputil.Handler) http.Handler { return authn.Require(httputil.JSON(s.log, h)) }
-	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
-		c := root.PathPrefix(prefix).Subrouter()
+	{
 		c.Handle("/sync", authed(s.sync)).Methods("GET")
 		c.Handle("/rooms/{roomId}/messages", authed(s.messages)).Methods("GET")
 		c.Handle("/rooms/{roomId}/context/{eventId}", authed(s.eventContext)).Methods("GET")

@@ -65,10 +65,14 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 	sapi := syncapi.New(db, rs, notifier, cfg.Presence.Enabled, log)
 
 	root := mux.NewRouter().UseEncodedPath()
-	capi.Routes(root, authn)
-	sapi.Routes(root, authn)
-	root.NotFoundHandler = httputil.UnrecognizedHandler()
-	root.MethodNotAllowedHandler = httputil.MethodNotAllowedHandler()
+	capi.RootRoutes(root)
+	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
+		c := root.PathPrefix(prefix).Subrouter()
+		capi.Routes(c, authn)
+		sapi.Routes(c, authn)
+	}
+	root.NotFoundHandler = httputil.NotFoundHandler(root)
+	root.MethodNotAllowedHandler = root.NotFoundHandler
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &server{cfg: cfg, log: log, db: db, cancel: cancel, sync: sapi,

@@ -218,17 +218,25 @@ func Recover(log *slog.Logger, next http.Handler) http.Handler {
 	})
 }
 
-// UnrecognizedHandler answers unknown endpoints.
-func UnrecognizedHandler() http.Handler {
+// NotFoundHandler answers requests no route took: 405 when the path exists
+// with another method, otherwise 404, both M_UNRECOGNIZED (spec: "Common
+// error codes"). gorilla/mux's own method-mismatch detection does not
+// survive several subrouters sharing a prefix.
+func NotFoundHandler(router *mux.Router) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+			if m == r.Method {
+				continue
+			}
+			r2 := r.Clone(r.Context())
+			r2.Method = m
+			var rm mux.RouteMatch
+			if router.Match(r2, &rm) && rm.MatchErr == nil {
+				WriteJSON(w, 405, Err(405, "M_UNRECOGNIZED", "Unrecognized request method"))
+				return
+			}
+		}
 		WriteJSON(w, 404, Unrecognized("Unrecognized request"))
-	})
-}
-
-// MethodNotAllowedHandler answers known paths with an unknown method.
-func MethodNotAllowedHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		WriteJSON(w, 405, Err(405, "M_UNRECOGNIZED", "Unrecognized request method"))
 	})
 }
 
