@@ -100,6 +100,15 @@ type client struct {
 // do sends a request and returns the status and parsed body.
 func (c *client) do(method, path string, body any) (int, gjson.Result) {
 	c.t.Helper()
+	st, res, err := c.try(method, path, body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return st, res
+}
+
+// try is do that returns transport errors instead of failing.
+func (c *client) try(method, path string, body any) (int, gjson.Result, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -114,21 +123,24 @@ func (c *client) do(method, path string, body any) (int, gjson.Result) {
 	}
 	req, err := http.NewRequest(method, c.base+path, rd)
 	if err != nil {
-		c.t.Fatal(err)
+		return 0, gjson.Result{}, err
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
+		return 0, gjson.Result{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if !gjson.ValidBytes(b) {
-		c.t.Fatalf("%s %s: status %d, body is not JSON: %q", method, path, resp.StatusCode, b)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, gjson.Result{}, err
 	}
-	return resp.StatusCode, gjson.ParseBytes(b)
+	if !gjson.ValidBytes(b) {
+		return 0, gjson.Result{}, fmt.Errorf("%s %s: status %d, body is not JSON: %q", method, path, resp.StatusCode, b)
+	}
+	return resp.StatusCode, gjson.ParseBytes(b), nil
 }
 
 // must sends a request and fails the test unless it returns 200.
