@@ -116,12 +116,8 @@ func (s *Server) loadRoom(ctx context.Context, r *room) error {
 	if err != nil {
 		return err
 	}
-	ext, err := s.db.ForwardExtremities(ctx, r.id)
-	if err != nil {
-		return err
-	}
 	r.version = gomatrixserverlib.RoomVersion(info.Version)
-	r.snapshot, r.maxDepth, r.extremities, r.state = info.CurrentSnapshot, info.MaxDepth, ext, state
+	r.snapshot, r.maxDepth, r.extremities, r.state = info.CurrentSnapshot, info.MaxDepth, info.Extremities, state
 	r.pdus = map[int64]gomatrixserverlib.PDU{}
 	r.members = map[string]string{}
 	nids := make([]int64, 0, len(state))
@@ -277,7 +273,7 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 				return err
 			}
 			e.AfterSnapshot = snap
-			if _, err := tx.ExecContext(ctx, `UPDATE events SET after_snapshot = $1 WHERE nid = $2`, snap, e.NID); err != nil {
+			if err := tx.SetAfterSnapshot(ctx, e.NID, snap); err != nil {
 				return err
 			}
 			if err := tx.SetCurrentState(ctx, r.id, key, e.NID, membership, pos); err != nil {
@@ -292,10 +288,7 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 				return err
 			}
 		}
-		if err := tx.SetForwardExtremities(ctx, r.id, []string{e.EventID}); err != nil {
-			return err
-		}
-		if err := tx.UpdateRoomHead(ctx, r.id, e.AfterSnapshot, max(r.maxDepth, e.Depth)); err != nil {
+		if err := tx.UpdateRoomHead(ctx, r.id, e.AfterSnapshot, max(r.maxDepth, e.Depth), []string{e.EventID}); err != nil {
 			return err
 		}
 		if opts.TxnID != "" {

@@ -40,19 +40,42 @@ const (
 // DB is the server's one database.
 type DB struct {
 	dialect dialect
-	write   *sql.DB // SQLite: exactly one connection; PostgreSQL: same pool as read
+	write   *sql.DB // SQLite: the writer pool; PostgreSQL: same pool as read
 	read    *sql.DB
 	wmu     sync.Mutex // one writer at a time, on both dialects
 
 	qmu     sync.RWMutex
 	rewrote map[string]string
+
+	// Prepared statements, by query text, on each side. Preparing is a
+	// large part of a small statement's cost in SQLite.
+	smu    sync.Mutex
+	wstmts map[string]*sql.Stmt
+	rstmts map[string]*sql.Stmt
+}
+
+// stmt returns a cached prepared statement for query on pool p.
+func (db *DB) stmt(ctx context.Context, p *sql.DB, cache map[string]*sql.Stmt, query string) (*sql.Stmt, error) {
+	db.smu.Lock()
+	defer db.smu.Unlock()
+	if st, ok := cache[query]; ok {
+		return st, nil
+	}
+	st, err := p.PrepareContext(ctx, db.q(query))
+	if err != nil {
+		return nil, err
+	}
+	if len(cache) < 512 {
+		cache[query] = st
+	}
+	return st, nil
 }
 
 // Open opens (creating if needed) the database named by dsn and applies any
 // pending migrations. A dsn starting with postgres:// or postgresql:// selects
 // PostgreSQL; anything else is a SQLite file path (optionally "file:" URL).
 func Open(ctx context.Context, dsn string) (*DB, error) {
-	db := &DB{rewrote: map[string]string{}}
+	db := &DB{rewrote: map[string]string{}, wstmts: map[string]*sql.Stmt{}, rstmts: map[string]*sql.Stmt{}}
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		db.dialect = dialectPostgres
 		p, err := sql.Open("pgx", dsn)
@@ -80,8 +103,10 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		if err != nil {
 			return nil, err
 		}
-		w.SetMaxOpenConns(1)
-		w.SetMaxIdleConns(1)
+		// Writes are serialised by wmu; the second connection lets
+		// statements be prepared while a transaction holds the first.
+		w.SetMaxOpenConns(2)
+		w.SetMaxIdleConns(2)
 		w.SetConnMaxLifetime(0)
 		r, err := sql.Open("sqlite3", base+"&_txlock=deferred&_query_only=true")
 		if err != nil {
@@ -105,6 +130,15 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 
 // Close closes all connections.
 func (db *DB) Close() error {
+	db.smu.Lock()
+	for _, st := range db.wstmts {
+		st.Close()
+	}
+	for _, st := range db.rstmts {
+		st.Close()
+	}
+	db.wstmts, db.rstmts = map[string]*sql.Stmt{}, map[string]*sql.Stmt{}
+	db.smu.Unlock()
 	err := db.write.Close()
 	if db.read != db.write {
 		if e := db.read.Close(); err == nil {
@@ -169,13 +203,31 @@ type Tx struct {
 	after     []func()
 }
 
+func (t *Tx) prepared(ctx context.Context, query string) *sql.Stmt {
+	st, err := t.db.stmt(ctx, t.db.write, t.db.wstmts, query)
+	if err != nil {
+		return nil
+	}
+	return t.tx.StmtContext(ctx, st)
+}
+
 func (t *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := t.prepared(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
 	return t.tx.QueryContext(ctx, t.db.q(query), args...)
 }
 func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := t.prepared(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return t.tx.QueryRowContext(ctx, t.db.q(query), args...)
 }
 func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := t.prepared(ctx, query); st != nil {
+		res, err := st.ExecContext(ctx, args...)
+		return res, mapErr(err)
+	}
 	res, err := t.tx.ExecContext(ctx, t.db.q(query), args...)
 	return res, mapErr(err)
 }
@@ -225,9 +277,15 @@ func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
 type reader struct{ db *DB }
 
 func (r reader) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st, err := r.db.stmt(ctx, r.db.read, r.db.rstmts, query); err == nil {
+		return st.QueryContext(ctx, args...)
+	}
 	return r.db.read.QueryContext(ctx, r.db.q(query), args...)
 }
 func (r reader) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st, err := r.db.stmt(ctx, r.db.read, r.db.rstmts, query); err == nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return r.db.read.QueryRowContext(ctx, r.db.q(query), args...)
 }
 func (r reader) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {

@@ -31,14 +31,14 @@ type Event struct {
 // IsState reports whether the event is a state event.
 func (e *Event) IsState() bool { return e.StateKey != nil }
 
-const eventCols = `nid, event_id, room_id, type, state_key, sender, depth, origin_ts, stream_pos, before_snapshot, after_snapshot, replaces_nid, rejected, redacted_by, txn_id, txn_device, json`
+const eventCols = `stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts, before_snapshot, after_snapshot, replaces_nid, rejected, redacted_by, txn_id, txn_device, json`
 
 func scanEvent(sc interface{ Scan(...any) error }) (*Event, error) {
 	var e Event
 	var sk, red, txn, txd sql.NullString
 	var rej int
 	var js string
-	if err := sc.Scan(&e.NID, &e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Depth, &e.OriginTS, &e.StreamPos,
+	if err := sc.Scan(&e.NID, &e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Depth, &e.OriginTS,
 		&e.BeforeSnapshot, &e.AfterSnapshot, &e.ReplacesNID, &rej, &red, &txn, &txd, &js); err != nil {
 		return nil, scanErr(err)
 	}
@@ -46,6 +46,7 @@ func scanEvent(sc interface{ Scan(...any) error }) (*Event, error) {
 		s := sk.String
 		e.StateKey = &s
 	}
+	e.StreamPos = e.NID
 	e.Rejected, e.RedactedBy, e.TxnID, e.TxnDevice, e.JSON = rej != 0, red.String, txn.String, txd.String, []byte(js)
 	return &e, nil
 }
@@ -66,16 +67,25 @@ func scanEvents(rows *sql.Rows, err error) ([]*Event, error) {
 	return out, rows.Err()
 }
 
-// InsertEvent stores an event and sets e.NID. ErrConflict if already stored.
+// InsertEvent stores an event at e.StreamPos, which is also its NID.
+// ErrConflict if already stored.
 func (tx *Tx) InsertEvent(ctx context.Context, e *Event) error {
 	var sk any
 	if e.StateKey != nil {
 		sk = *e.StateKey
 	}
-	return tx.QueryRowContext(ctx, `INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_ts, stream_pos, before_snapshot, after_snapshot, replaces_nid, rejected, txn_id, txn_device, json)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING nid`,
-		e.EventID, e.RoomID, e.Type, sk, e.Sender, e.Depth, e.OriginTS, e.StreamPos, e.BeforeSnapshot, e.AfterSnapshot,
-		e.ReplacesNID, b2i(e.Rejected), nullStr(e.TxnID), nullStr(e.TxnDevice), string(e.JSON)).Scan(&e.NID)
+	e.NID = e.StreamPos
+	_, err := tx.ExecContext(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts, before_snapshot, after_snapshot, replaces_nid, rejected, txn_id, txn_device, json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		e.StreamPos, e.EventID, e.RoomID, e.Type, sk, e.Sender, e.Depth, e.OriginTS, e.BeforeSnapshot, e.AfterSnapshot,
+		e.ReplacesNID, b2i(e.Rejected), nullStr(e.TxnID), nullStr(e.TxnDevice), string(e.JSON))
+	return err
+}
+
+// SetAfterSnapshot records the state after an event.
+func (tx *Tx) SetAfterSnapshot(ctx context.Context, nid, snapshot int64) error {
+	_, err := tx.ExecContext(ctx, `UPDATE events SET after_snapshot = $1 WHERE stream_pos = $2`, snapshot, nid)
+	return err
 }
 
 // MarkRedacted records that an event was redacted by redactionID.
@@ -98,7 +108,7 @@ func (db *DB) EventsByNIDs(ctx context.Context, nids []int64) ([]*Event, error) 
 		for i := range args {
 			args[i] = nids[i]
 		}
-		evs, err := scanEvents(db.R().QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE nid IN (`+inList(1, n)+`)`, args...))
+		evs, err := scanEvents(db.R().QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE stream_pos IN (`+inList(1, n)+`)`, args...))
 		if err != nil {
 			return nil, err
 		}

@@ -72,9 +72,13 @@ func (db *DB) migrate(ctx context.Context) error {
 
 func (db *DB) dialectDDL(s string) string {
 	if db.dialect == dialectPostgres {
+		s = strings.ReplaceAll(s, "{{INTPK}}", "BIGINT PRIMARY KEY")
 		return strings.ReplaceAll(s, "{{PK}}", "BIGSERIAL PRIMARY KEY")
 	}
-	return strings.ReplaceAll(s, "{{PK}}", "INTEGER PRIMARY KEY AUTOINCREMENT")
+	// INTEGER PRIMARY KEY is SQLite's rowid; AUTOINCREMENT would cost an
+	// extra page write per insert.
+	s = strings.ReplaceAll(s, "{{INTPK}}", "INTEGER PRIMARY KEY")
+	return strings.ReplaceAll(s, "{{PK}}", "INTEGER PRIMARY KEY")
 }
 
 // splitStatements splits on semicolons at line ends, dropping comments.

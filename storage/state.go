@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 )
 
 // StateKey identifies a piece of room state.
@@ -22,6 +23,7 @@ type Room struct {
 	Published       bool
 	CurrentSnapshot int64
 	MaxDepth        int64
+	Extremities     []string
 }
 
 // InsertRoom records a new room.
@@ -30,9 +32,14 @@ func (tx *Tx) InsertRoom(ctx context.Context, roomID, version string) error {
 	return err
 }
 
-// UpdateRoomHead sets the room's current snapshot and maximum depth.
-func (tx *Tx) UpdateRoomHead(ctx context.Context, roomID string, snapshot, maxDepth int64) error {
-	_, err := tx.ExecContext(ctx, `UPDATE rooms SET current_snapshot = $1, max_depth = $2 WHERE room_id = $3`, snapshot, maxDepth, roomID)
+// UpdateRoomHead sets the room's current snapshot, maximum depth and
+// forward extremities.
+func (tx *Tx) UpdateRoomHead(ctx context.Context, roomID string, snapshot, maxDepth int64, extremities []string) error {
+	ext, err := json.Marshal(extremities)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE rooms SET current_snapshot = $1, max_depth = $2, extremities = $3 WHERE room_id = $4`, snapshot, maxDepth, string(ext), roomID)
 	return err
 }
 
@@ -48,10 +55,14 @@ func (db *DB) SetPublished(ctx context.Context, roomID string, published bool) e
 func (db *DB) GetRoom(ctx context.Context, roomID string) (*Room, error) {
 	var r Room
 	var pub int
-	err := db.R().QueryRowContext(ctx, `SELECT room_id, room_version, published, current_snapshot, max_depth FROM rooms WHERE room_id = $1`, roomID).
-		Scan(&r.RoomID, &r.Version, &pub, &r.CurrentSnapshot, &r.MaxDepth)
+	var ext string
+	err := db.R().QueryRowContext(ctx, `SELECT room_id, room_version, published, current_snapshot, max_depth, extremities FROM rooms WHERE room_id = $1`, roomID).
+		Scan(&r.RoomID, &r.Version, &pub, &r.CurrentSnapshot, &r.MaxDepth, &ext)
 	if err != nil {
 		return nil, scanErr(err)
+	}
+	if err := json.Unmarshal([]byte(ext), &r.Extremities); err != nil {
+		return nil, err
 	}
 	r.Published = pub != 0
 	return &r, nil
@@ -130,23 +141,6 @@ func (tx *Tx) SetCurrentState(ctx context.Context, roomID string, k StateKey, ni
 	return err
 }
 
-// SetForwardExtremities replaces a room's forward extremities.
-func (tx *Tx) SetForwardExtremities(ctx context.Context, roomID string, eventIDs []string) error {
-	if _, err := tx.ExecContext(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, roomID); err != nil {
-		return err
-	}
-	for _, id := range eventIDs {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, roomID, id); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// ForwardExtremities returns a room's forward extremities.
-func (db *DB) ForwardExtremities(ctx context.Context, roomID string) ([]string, error) {
-	return queryStrings(ctx, db.R(), `SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id`, roomID)
-}
 
 // RoomsByMembership returns the rooms where userID's current membership is m.
 func (db *DB) RoomsByMembership(ctx context.Context, userID, membership string) ([]string, error) {

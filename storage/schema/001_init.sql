@@ -1,5 +1,5 @@
--- Repeater schema, version 1. Dialect tokens: {{PK}} = auto-increment 64-bit
--- primary key. Timestamps are integer milliseconds. Booleans are INTEGER 0/1.
+-- Repeater schema, version 1. Dialect tokens: {{PK}} = auto-assigned 64-bit
+-- primary key; {{INTPK}} = 64-bit primary key we assign. Timestamps are integer milliseconds. Booleans are INTEGER 0/1.
 
 CREATE TABLE stream_counter (
     id  INTEGER PRIMARY KEY,
@@ -34,14 +34,17 @@ CREATE TABLE rooms (
     created_ts       BIGINT NOT NULL,
     published        INTEGER NOT NULL DEFAULT 0,
     current_snapshot BIGINT NOT NULL DEFAULT 0,
-    max_depth        BIGINT NOT NULL DEFAULT 0
+    max_depth        BIGINT NOT NULL DEFAULT 0,
+    -- forward extremities: a JSON array of event IDs
+    extremities      TEXT NOT NULL DEFAULT '[]'
 );
 
--- Every event, stored once, byte-for-byte. stream_pos orders the sync stream;
--- (depth, stream_pos) orders pagination. before_snapshot/after_snapshot are
--- the room state before and after the event.
+-- Every event, stored once, byte-for-byte. stream_pos (also the event's
+-- numeric ID, "nid", elsewhere) orders the sync stream; (depth, stream_pos)
+-- orders pagination. before_snapshot/after_snapshot are the room state
+-- before and after the event.
 CREATE TABLE events (
-    nid             {{PK}},
+    stream_pos      {{INTPK}},
     event_id        TEXT NOT NULL UNIQUE,
     room_id         TEXT NOT NULL,
     type            TEXT NOT NULL,
@@ -49,7 +52,6 @@ CREATE TABLE events (
     sender          TEXT NOT NULL,
     depth           BIGINT NOT NULL,
     origin_ts       BIGINT NOT NULL,
-    stream_pos      BIGINT NOT NULL,
     before_snapshot BIGINT NOT NULL,
     after_snapshot  BIGINT NOT NULL,
     replaces_nid    BIGINT NOT NULL DEFAULT 0,
@@ -61,7 +63,6 @@ CREATE TABLE events (
 );
 CREATE INDEX events_room_stream ON events (room_id, stream_pos);
 CREATE INDEX events_room_topo ON events (room_id, depth, stream_pos);
-CREATE INDEX events_stream ON events (stream_pos);
 CREATE INDEX events_member ON events (state_key, stream_pos) WHERE type = 'm.room.member';
 
 -- State snapshots are deltas on a parent snapshot; a chain is flattened into a
@@ -90,12 +91,6 @@ CREATE TABLE current_state (
     PRIMARY KEY (room_id, type, state_key)
 );
 CREATE INDEX current_state_members ON current_state (state_key, membership) WHERE type = 'm.room.member';
-
-CREATE TABLE forward_extremities (
-    room_id  TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    PRIMARY KEY (room_id, event_id)
-);
 
 CREATE TABLE txn_ids (
     localpart  TEXT NOT NULL,
