@@ -141,7 +141,6 @@ func (tx *Tx) SetCurrentState(ctx context.Context, roomID string, k StateKey, ni
 	return err
 }
 
-
 // RoomsByMembership returns the rooms where userID's current membership is m.
 func (db *DB) RoomsByMembership(ctx context.Context, userID, membership string) ([]string, error) {
 	return queryStrings(ctx, db.R(), `SELECT room_id FROM current_state WHERE type = 'm.room.member' AND state_key = $1 AND membership = $2 ORDER BY room_id`, userID, membership)
