@@ -125,14 +125,30 @@ func (s *Server) CreateRoom(ctx context.Context, creator string, profile Creator
 		r.id = "!" + randomID(18) + ":" + string(s.cfg.ServerName)
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	locked := true
+	defer func() {
+		if locked {
+			r.mu.Unlock()
+		}
+	}()
 
 	empty := ""
 	sk := func(k string) *string { return &k }
+	var waits []func() error
 	send := func(evType string, stateKey *string, content any) error {
-		_, err := s.buildAndStore(ctx, r, creator, evType, stateKey, content, SendOpts{Localpart: localpartOf(creator)})
+		_, wait, err := s.buildAndStore(ctx, r, creator, evType, stateKey, content, SendOpts{Localpart: localpartOf(creator)})
+		if err == nil {
+			waits = append(waits, wait)
+		}
 		return err
 	}
+	// Every event is submitted under the room lock; the lock is released
+	// before waiting for them to be durable.
+	defer func() {
+		for _, w := range waits {
+			_ = w()
+		}
+	}()
 	if err := send(spec.MRoomCreate, &empty, createContent); err != nil {
 		return "", err
 	}
@@ -198,6 +214,15 @@ func (s *Server) CreateRoom(ctx context.Context, creator string, profile Creator
 			return "", err
 		}
 	}
+	r.mu.Unlock()
+	locked = false
+	for _, w := range waits {
+		if err := w(); err != nil {
+			waits = nil
+			return "", err
+		}
+	}
+	waits = nil
 	if req.Visibility == "public" {
 		if err := s.db.SetPublished(ctx, r.id, true); err != nil {
 			return "", err

@@ -34,14 +34,13 @@ func (s *Server) Join(ctx context.Context, roomID, userID string, profile Creato
 	if err != nil {
 		return nil, err
 	}
-	defer r.mu.Unlock()
 	content := MemberContent(spec.Join, profile)
 	for k, v := range extra {
 		if _, ok := content[k]; !ok && k != "membership" {
 			content[k] = v
 		}
 	}
-	return s.buildAndStore(ctx, r, userID, spec.MRoomMember, &userID, content, SendOpts{Localpart: localpartOf(userID)})
+	return s.storeUnlocked(s.buildAndStore(ctx, r, userID, spec.MRoomMember, &userID, content, SendOpts{Localpart: localpartOf(userID)}))(r)
 }
 
 // ChangeMembership sends a membership event by sender about target
@@ -54,7 +53,15 @@ func (s *Server) ChangeMembership(ctx context.Context, roomID, sender, target, m
 	if err != nil {
 		return nil, err
 	}
-	defer r.mu.Unlock()
+	ev, err := s.changeMembershipLocked(ctx, r, sender, target, membership, reason, extra)
+	r.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return ev()
+}
+
+func (s *Server) changeMembershipLocked(ctx context.Context, r *room, sender, target, membership, reason string, extra map[string]any) (func() (*storage.Event, error), error) {
 	current := r.members[target]
 	switch membership {
 	case "unban":
@@ -97,7 +104,16 @@ func (s *Server) ChangeMembership(ctx context.Context, roomID, sender, target, m
 			}
 		}
 	}
-	return s.buildAndStore(ctx, r, sender, spec.MRoomMember, &target, content, SendOpts{Localpart: localpartOf(sender)})
+	e, wait, err := s.buildAndStore(ctx, r, sender, spec.MRoomMember, &target, content, SendOpts{Localpart: localpartOf(sender)})
+	if err != nil {
+		return nil, err
+	}
+	return func() (*storage.Event, error) {
+		if err := wait(); err != nil {
+			return nil, err
+		}
+		return e, nil
+	}, nil
 }
 
 // InviteStrippedState returns the stripped state clients get with an invite

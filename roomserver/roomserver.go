@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -63,6 +64,10 @@ type room struct {
 	state       storage.StateMap
 	pdus        map[int64]gomatrixserverlib.PDU // current state events
 	members     map[string]string               // user -> membership
+	// gen counts head resets; stale asks for a reload from the database
+	// (set by the writer when a write built on this head failed).
+	gen   atomic.Int64
+	stale atomic.Bool
 }
 
 // New constructs a roomserver.
@@ -94,11 +99,23 @@ func (s *Server) lockRoom(ctx context.Context, roomID string) (*room, error) {
 	}
 	s.mu.Unlock()
 	r.mu.Lock()
+	if r.stale.Swap(false) {
+		// Let every queued write settle before reading the head back.
+		_ = s.db.Write(ctx, func(*storage.Tx) error { return nil })
+		r.loaded = false
+	}
 	if r.loaded {
 		return r, nil
 	}
 	if err := s.loadRoom(ctx, r); err != nil {
 		r.mu.Unlock()
+		if errors.Is(err, ErrUnknownRoom) {
+			s.mu.Lock()
+			if s.rooms[roomID] == r && !r.loaded {
+				delete(s.rooms, roomID)
+			}
+			s.mu.Unlock()
+		}
 		return nil, err
 	}
 	return r, nil
@@ -173,14 +190,14 @@ type SendOpts struct {
 
 // buildAndStore builds, authorises, signs and stores a local event. r must be
 // locked and loaded (or new, for a create event).
-func (s *Server) buildAndStore(ctx context.Context, r *room, sender, evType string, stateKey *string, content any, opts SendOpts) (*storage.Event, error) {
+func (s *Server) buildAndStore(ctx context.Context, r *room, sender, evType string, stateKey *string, content any, opts SendOpts) (*storage.Event, func() error, error) {
 	impl, err := gomatrixserverlib.GetRoomVersion(r.version)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	raw, err := json.Marshal(content)
 	if err != nil {
-		return nil, httputil.BadJSON("Bad content")
+		return nil, nil, httputil.BadJSON("Bad content")
 	}
 	prev := r.extremities
 	if len(prev) > 20 {
@@ -199,19 +216,19 @@ func (s *Server) buildAndStore(ctx context.Context, r *room, sender, evType stri
 	}
 	needed, err := gomatrixserverlib.StateNeededForProtoEvent(&pe)
 	if err != nil {
-		return nil, httputil.BadJSON(err.Error())
+		return nil, nil, httputil.BadJSON(err.Error())
 	}
 	ae, err := r.authEvents(needed)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	eb := impl.NewEventBuilderFromProtoEvent(&pe)
 	if err := eb.AddAuthEvents(ae); err != nil {
-		return nil, httputil.Forbidden(err.Error())
+		return nil, nil, httputil.Forbidden(err.Error())
 	}
 	pdu, err := eb.Build(time.Now(), s.cfg.ServerName, s.cfg.KeyID, s.cfg.PrivateKey)
 	if err != nil {
-		return nil, httputil.BadJSON(err.Error())
+		return nil, nil, httputil.BadJSON(err.Error())
 	}
 	if isCreate {
 		if impl.DomainlessRoomIDs() {
@@ -220,13 +237,20 @@ func (s *Server) buildAndStore(ctx context.Context, r *room, sender, evType stri
 		_ = ae.AddEvent(pdu)
 	}
 	if err := gomatrixserverlib.Allowed(pdu, ae, UserIDForSender); err != nil {
-		return nil, httputil.Forbidden(err.Error())
+		return nil, nil, httputil.Forbidden(err.Error())
 	}
 	return s.store(ctx, r, pdu, opts)
 }
 
-// store persists an authorised event as the room's new head.
-func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, opts SendOpts) (*storage.Event, error) {
+// errStaleHead fails writes built on an in-memory head that was discarded.
+var errStaleHead = errors.New("roomserver: room head was reset; retry")
+
+// store makes an authorised event the room's new head. The room's
+// in-memory head moves at once, so the next event can be built while this
+// one is being committed (writes are batched; see storage.DB.Submit); the
+// returned wait blocks until the event is durable and then tells the
+// notifier. r must be locked; call wait after unlocking it.
+func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, opts SendOpts) (*storage.Event, func() error, error) {
 	e := &storage.Event{
 		EventID: pdu.EventID(), RoomID: r.id, Type: pdu.Type(), StateKey: pdu.StateKey(),
 		Sender: string(pdu.SenderID()), Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()),
@@ -234,8 +258,8 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 		TxnID: opts.TxnID, TxnDevice: opts.TxnDevice,
 	}
 	var key storage.StateKey
-	var newState storage.StateMap
-	if e.StateKey != nil {
+	isState := e.StateKey != nil
+	if isState {
 		key = storage.StateKey{Type: e.Type, StateKey: *e.StateKey}
 		e.ReplacesNID = r.state[key]
 	}
@@ -243,76 +267,96 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 	if e.Type == spec.MRoomMember {
 		membership = gjson.GetBytes(e.JSON, "content.membership").Str
 	}
-	isCreate := e.Type == spec.MRoomCreate && e.StateKey != nil && *e.StateKey == ""
+	isCreate := e.Type == spec.MRoomCreate && isState && *e.StateKey == ""
 	redactTarget := ""
 	if e.Type == spec.MRoomRedaction {
 		redactTarget = pdu.Redacts()
 	}
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		pos, err := tx.NextStreamPos(ctx)
-		if err != nil {
-			return err
+	// What the write needs, captured now: r.state is never mutated in place.
+	oldState, parentSnap, version, maxDepth := r.state, r.snapshot, r.version, max(r.maxDepth, e.Depth)
+	gen := r.gen.Load()
+	n := 1
+	if isState {
+		n = 2 // the event's position and its new snapshot's ID
+	}
+	ev := *e
+	write := func(tx *storage.Tx) error {
+		if r.gen.Load() != gen {
+			return errStaleHead
 		}
-		e.StreamPos = pos
+		pos := tx.Positions()
+		ev.StreamPos = pos[0]
 		if isCreate {
-			if err := tx.InsertRoom(ctx, r.id, string(r.version)); err != nil {
+			if err := tx.InsertRoom(ctx, ev.RoomID, string(version)); err != nil {
 				return err
 			}
 		}
-		if err := tx.InsertEvent(ctx, e); err != nil {
+		if isState {
+			ev.AfterSnapshot = pos[1]
+			full := make(storage.StateMap, len(oldState)+1)
+			for k, v := range oldState {
+				full[k] = v
+			}
+			full[key] = pos[0]
+			if err := tx.NewSnapshot(ctx, pos[1], ev.RoomID, parentSnap, full, storage.StateMap{key: pos[0]}); err != nil {
+				return err
+			}
+		}
+		if err := tx.InsertEvent(ctx, &ev); err != nil {
 			return err
 		}
-		if e.StateKey != nil {
-			newState = make(storage.StateMap, len(r.state)+1)
-			for k, v := range r.state {
-				newState[k] = v
-			}
-			newState[key] = e.NID
-			snap, err := tx.NewSnapshot(ctx, r.id, r.snapshot, newState, storage.StateMap{key: e.NID})
-			if err != nil {
-				return err
-			}
-			e.AfterSnapshot = snap
-			if err := tx.SetAfterSnapshot(ctx, e.NID, snap); err != nil {
-				return err
-			}
-			if err := tx.SetCurrentState(ctx, r.id, key, e.NID, membership, pos); err != nil {
+		if isState {
+			if err := tx.SetCurrentState(ctx, ev.RoomID, key, ev.NID, membership, ev.StreamPos); err != nil {
 				return err
 			}
 			if membership != "" && opts.Localpart != "" {
-				_ = tx.UnforgetRoom(ctx, opts.Localpart, r.id)
+				if err := tx.UnforgetRoom(ctx, opts.Localpart, ev.RoomID); err != nil {
+					return err
+				}
 			}
 		}
 		if redactTarget != "" {
-			if err := tx.MarkRedacted(ctx, redactTarget, e.EventID); err != nil {
+			if err := tx.MarkRedacted(ctx, redactTarget, ev.EventID); err != nil {
 				return err
 			}
 		}
-		if err := tx.UpdateRoomHead(ctx, r.id, e.AfterSnapshot, max(r.maxDepth, e.Depth), []string{e.EventID}); err != nil {
+		if err := tx.UpdateRoomHead(ctx, ev.RoomID, ev.AfterSnapshot, maxDepth, []string{ev.EventID}); err != nil {
 			return err
 		}
 		if opts.TxnID != "" {
-			if err := tx.RecordTxn(ctx, opts.Localpart, opts.TxnDevice, opts.TxnID, e.EventID); err != nil {
+			if err := tx.RecordTxn(ctx, opts.Localpart, opts.TxnDevice, opts.TxnID, ev.EventID); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
-	if err != nil {
-		if errors.Is(err, storage.ErrConflict) {
-			// Our in-memory head may be stale; reload it next time.
-			r.loaded = false
-		}
-		return nil, err
 	}
-	// Update the in-memory head.
+	// If this write does not commit, nothing built on it may commit either:
+	// bump the generation and have the head reloaded from the database.
+	onFail := func() {
+		r.gen.Add(1)
+		r.stale.Store(true)
+	}
+	pos, done := s.db.Submit(n, write, onFail)
+	if pos == nil {
+		return nil, nil, <-done
+	}
+
+	// Move the in-memory head.
+	e.StreamPos, e.NID = pos[0], pos[0]
+	var newState storage.StateMap
+	if isState {
+		e.AfterSnapshot = pos[1]
+		newState = make(storage.StateMap, len(r.state)+1)
+		for k, v := range r.state {
+			newState[k] = v
+		}
+		newState[key] = e.NID
+	}
 	r.extremities = []string{e.EventID}
-	r.maxDepth = max(r.maxDepth, e.Depth)
+	r.maxDepth = maxDepth
 	r.snapshot = e.AfterSnapshot
 	if isCreate {
 		r.loaded = true
-		r.pdus = map[int64]gomatrixserverlib.PDU{}
-		r.members = map[string]string{}
 		s.mu.Lock()
 		s.rooms[r.id] = r
 		s.mu.Unlock()
@@ -327,39 +371,64 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 			r.members[*e.StateKey] = membership
 		}
 	}
-	if redactTarget != "" {
-		// The target's cached copy no longer shows the redaction.
-		s.events.removeIf(func(ev *storage.Event) bool { return ev.EventID == redactTarget })
-	}
+	// Readers of the in-memory state find the event before it is durable.
 	s.events.put(e.NID, e)
+	var wake []string
 	if s.notify != nil {
-		users := make([]string, 0, len(r.members))
+		wake = make([]string, 0, len(r.members))
 		for u, m := range r.members {
 			if m == spec.Join || m == spec.Invite {
-				users = append(users, u)
+				wake = append(wake, u)
 			}
 		}
 		if membership != "" && membership != spec.Join && membership != spec.Invite {
-			users = append(users, *e.StateKey)
+			wake = append(wake, *e.StateKey)
 		}
-		s.notify.OnRoomEvent(r.id, e.StreamPos, users)
 	}
-	return e, nil
+	wait := func() error {
+		if err := <-done; err != nil {
+			return err
+		}
+		if redactTarget != "" {
+			// The target's cached copy no longer shows the redaction.
+			s.events.removeIf(func(x *storage.Event) bool { return x.EventID == redactTarget })
+		}
+		if s.notify != nil {
+			s.notify.OnRoomEvent(e.RoomID, e.StreamPos, wake)
+		}
+		return nil
+	}
+	return e, wait, nil
 }
 
-// Send builds and stores a local event in a room.
+// Send builds and stores a local event in a room; it returns once the event
+// is durable.
 func (s *Server) Send(ctx context.Context, roomID, sender, evType string, stateKey *string, content any, opts SendOpts) (*storage.Event, error) {
 	r, err := s.lockRoom(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
-	defer r.mu.Unlock()
 	if evType == spec.MRoomRedaction {
 		if err := s.checkRedaction(ctx, r, sender, opts.Redacts); err != nil {
+			r.mu.Unlock()
 			return nil, err
 		}
 	}
-	return s.buildAndStore(ctx, r, sender, evType, stateKey, content, opts)
+	return s.storeUnlocked(s.buildAndStore(ctx, r, sender, evType, stateKey, content, opts))(r)
+}
+
+// storeUnlocked unlocks the room, then waits for the write to be durable.
+func (s *Server) storeUnlocked(e *storage.Event, wait func() error, err error) func(r *room) (*storage.Event, error) {
+	return func(r *room) (*storage.Event, error) {
+		r.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		if err := wait(); err != nil {
+			return nil, err
+		}
+		return e, nil
+	}
 }
 
 // checkRedaction enforces who may redact what (for room versions 3+ the auth

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
 	"github.com/mattn/go-sqlite3"
@@ -42,7 +43,15 @@ type DB struct {
 	dialect dialect
 	write   *sql.DB // SQLite: the writer pool; PostgreSQL: same pool as read
 	read    *sql.DB
-	wmu     sync.Mutex // one writer at a time, on both dialects
+
+	// The write queue (see Submit); nextPos is the last reserved position.
+	qmu2       sync.Mutex
+	queue      []*write
+	nextPos    int64
+	closed     bool
+	kick       chan struct{}
+	writerDone chan struct{}
+	visible    atomic.Int64 // highest committed stream position
 
 	qmu     sync.RWMutex
 	rewrote map[string]string
@@ -118,18 +127,43 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		db.write, db.read = w, r
 	}
 	if err := db.write.PingContext(ctx); err != nil {
-		db.Close()
+		db.closeConns()
 		return nil, fmt.Errorf("storage: connect: %w", err)
 	}
 	if err := db.migrate(ctx); err != nil {
-		db.Close()
+		db.closeConns()
 		return nil, err
 	}
+	var pos int64
+	if err := db.write.QueryRowContext(ctx, `SELECT pos FROM stream_counter WHERE id = 1`).Scan(&pos); err != nil {
+		db.closeConns()
+		return nil, err
+	}
+	db.nextPos = pos
+	db.visible.Store(pos)
+	db.kick = make(chan struct{}, 1)
+	db.writerDone = make(chan struct{})
+	go db.writer()
 	return db, nil
 }
 
-// Close closes all connections.
+// Close finishes queued writes and closes all connections.
 func (db *DB) Close() error {
+	db.qmu2.Lock()
+	already := db.closed
+	db.closed = true
+	db.qmu2.Unlock()
+	if !already {
+		select {
+		case db.kick <- struct{}{}:
+		default:
+		}
+		<-db.writerDone
+	}
+	return db.closeConns()
+}
+
+func (db *DB) closeConns() error {
 	db.smu.Lock()
 	for _, st := range db.wstmts {
 		st.Close()
@@ -194,13 +228,12 @@ type Querier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-// Tx is a write transaction.
+// Tx is the write transaction of one batch; each submitted write runs in
+// its own savepoint inside it.
 type Tx struct {
-	db *DB
-	tx *sql.Tx
-	// streamPos is the last stream position allocated in this transaction.
-	streamPos int64
-	after     []func()
+	db  *DB
+	tx  *sql.Tx
+	pos []int64 // positions reserved for the current write
 }
 
 func (t *Tx) prepared(ctx context.Context, query string) *sql.Stmt {
@@ -232,45 +265,167 @@ func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Re
 	return res, mapErr(err)
 }
 
-// NextStreamPos allocates the next position on the server's single stream.
-// Positions are allocated inside the write transaction, so no reader sees
-// N+1 before N.
-func (t *Tx) NextStreamPos(ctx context.Context) (int64, error) {
-	var pos int64
-	err := t.QueryRowContext(ctx, `UPDATE stream_counter SET pos = pos + 1 WHERE id = 1 RETURNING pos`).Scan(&pos)
-	if err != nil {
-		return 0, err
-	}
-	t.streamPos = pos
-	return pos, nil
+// Positions returns the stream positions reserved for this write.
+func (t *Tx) Positions() []int64 { return t.pos }
+
+// write is one submitted write waiting for the batch writer.
+type write struct {
+	pos    []int64
+	fn     func(tx *Tx) error
+	onFail func()
+	done   chan error
 }
 
-// AfterCommit registers fn to run once the transaction has committed.
-func (t *Tx) AfterCommit(fn func()) { t.after = append(t.after, fn) }
+// Submit queues fn to run in the next batch transaction, reserving n
+// positions on the server's single stream for it. Positions are reserved in
+// queue order and batches commit in queue order, so when a batch is visible
+// every position up to its highest is settled: no reader sees N+1 before N.
+//
+// Submit returns the reserved positions at once; the channel receives the
+// outcome once the batch has committed (durable) or failed. onFail, if set,
+// runs in the writer before any later write when this write does not
+// commit, so a caller that built on an optimistic in-memory state can
+// invalidate it before anything builds further on it.
+func (db *DB) Submit(n int, fn func(tx *Tx) error, onFail func()) ([]int64, <-chan error) {
+	w := &write{fn: fn, onFail: onFail, done: make(chan error, 1)}
+	db.qmu2.Lock()
+	if db.closed {
+		db.qmu2.Unlock()
+		w.done <- errors.New("storage: closed")
+		return nil, w.done
+	}
+	if n > 0 {
+		w.pos = make([]int64, n)
+		for i := range w.pos {
+			db.nextPos++
+			w.pos[i] = db.nextPos
+		}
+	}
+	db.queue = append(db.queue, w)
+	db.qmu2.Unlock()
+	select {
+	case db.kick <- struct{}{}:
+	default:
+	}
+	return w.pos, w.done
+}
 
-// Write runs fn in the single write transaction path. When fn returns nil the
-// transaction is committed before Write returns (durable on return).
+// Write runs fn in the write path and waits until it is durable.
 func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
-	db.wmu.Lock()
-	defer db.wmu.Unlock()
-	// The write must not be abandoned half-way because a client went away.
-	ctx = context.WithoutCancel(ctx)
+	_, done := db.Submit(0, fn, nil)
+	return <-done
+}
+
+// WritePos is Write with n reserved stream positions (tx.Positions()).
+func (db *DB) WritePos(ctx context.Context, n int, fn func(tx *Tx) error) ([]int64, error) {
+	pos, done := db.Submit(n, fn, nil)
+	return pos, <-done
+}
+
+// maxBatch bounds how many writes share one transaction.
+const maxBatch = 256
+
+// writer is the single goroutine that commits batches.
+func (db *DB) writer() {
+	defer close(db.writerDone)
+	for {
+		db.qmu2.Lock()
+		for len(db.queue) == 0 && !db.closed {
+			db.qmu2.Unlock()
+			<-db.kick
+			db.qmu2.Lock()
+		}
+		if len(db.queue) == 0 && db.closed {
+			db.qmu2.Unlock()
+			return
+		}
+		n := min(len(db.queue), maxBatch)
+		batch := make([]*write, n)
+		copy(batch, db.queue)
+		db.queue = db.queue[n:]
+		db.qmu2.Unlock()
+		db.commitBatch(batch)
+	}
+}
+
+func (db *DB) commitBatch(batch []*write) {
+	ctx := context.Background()
+	results := make([]error, len(batch))
+	fail := func(err error) {
+		for i, w := range batch {
+			if results[i] == nil {
+				results[i] = err
+			}
+			if w.onFail != nil {
+				w.onFail()
+			}
+			w.done <- results[i]
+		}
+	}
 	sqlTx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		fail(err)
+		return
 	}
 	tx := &Tx{db: db, tx: sqlTx}
-	if err := fn(tx); err != nil {
-		_ = sqlTx.Rollback()
-		return err
+	var maxPos int64
+	for i, w := range batch {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT w`); err != nil {
+			sqlTx.Rollback()
+			fail(err)
+			return
+		}
+		tx.pos = w.pos
+		err := safeRun(w.fn, tx)
+		if err != nil {
+			results[i] = err
+			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT w`); rerr != nil {
+				sqlTx.Rollback()
+				fail(rerr)
+				return
+			}
+			if w.onFail != nil {
+				w.onFail()
+				batch[i].onFail = nil
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT w`); err != nil {
+			sqlTx.Rollback()
+			fail(err)
+			return
+		}
+		for _, p := range w.pos {
+			maxPos = max(maxPos, p)
+		}
+	}
+	if maxPos > 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE stream_counter SET pos = $1 WHERE id = 1 AND pos < $1`, maxPos); err != nil {
+			sqlTx.Rollback()
+			fail(err)
+			return
+		}
 	}
 	if err := sqlTx.Commit(); err != nil {
-		return mapErr(err)
+		fail(mapErr(err))
+		return
 	}
-	for _, f := range tx.after {
-		f()
+	if maxPos > 0 {
+		db.visible.Store(maxPos)
 	}
-	return nil
+	for i, w := range batch {
+		w.done <- results[i]
+	}
+}
+
+// safeRun runs fn, turning a panic into an error so one bad write cannot
+// take the writer down.
+func safeRun(fn func(tx *Tx) error, tx *Tx) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("storage: write panicked: %v", v)
+		}
+	}()
+	return fn(tx)
 }
 
 // reader is the read side, with dialect rewriting.
@@ -297,9 +452,7 @@ func (db *DB) R() Querier { return reader{db} }
 
 // StreamPos returns the latest committed stream position.
 func (db *DB) StreamPos(ctx context.Context) (int64, error) {
-	var pos int64
-	err := db.R().QueryRowContext(ctx, `SELECT pos FROM stream_counter WHERE id = 1`).Scan(&pos)
-	return pos, err
+	return db.visible.Load(), nil
 }
 
 func mapErr(err error) error {

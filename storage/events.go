@@ -208,7 +208,7 @@ func (db *DB) TxnEventID(ctx context.Context, localpart, deviceID, txnID string)
 
 // RecordTxn remembers the event sent under a transaction ID.
 func (tx *Tx) RecordTxn(ctx context.Context, localpart, deviceID, txnID, eventID string) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO txn_ids (localpart, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)`,
+	_, err := tx.ExecContext(ctx, `INSERT INTO txn_ids (localpart, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
 		localpart, deviceID, txnID, eventID, nowMS())
 	return err
 }

@@ -14,19 +14,17 @@ type AccountData struct {
 
 // PutAccountData stores account data and returns its stream position.
 func (db *DB) PutAccountData(ctx context.Context, localpart, roomID, typ string, content []byte) (int64, error) {
-	var pos int64
-	err := db.Write(ctx, func(tx *Tx) error {
-		p, err := tx.NextStreamPos(ctx)
-		if err != nil {
-			return err
-		}
-		pos = p
-		_, err = tx.ExecContext(ctx, `INSERT INTO account_data (localpart, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
+	pp, err := db.WritePos(ctx, 1, func(tx *Tx) error {
+		p := tx.Positions()[0]
+		_, err := tx.ExecContext(ctx, `INSERT INTO account_data (localpart, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (localpart, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos`,
 			localpart, roomID, typ, string(content), p)
 		return err
 	})
-	return pos, err
+	if err != nil {
+		return 0, err
+	}
+	return pp[0], nil
 }
 
 // GetAccountData returns one entry's content.
@@ -113,19 +111,17 @@ type Receipt struct {
 
 // PutReceipt stores a receipt, returning its stream position.
 func (db *DB) PutReceipt(ctx context.Context, r Receipt) (int64, error) {
-	var pos int64
-	err := db.Write(ctx, func(tx *Tx) error {
-		p, err := tx.NextStreamPos(ctx)
-		if err != nil {
-			return err
-		}
-		pos = p
-		_, err = tx.ExecContext(ctx, `INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, stream_pos) VALUES ($1, $2, $3, $4, $5, $6, $7)
+	pp, err := db.WritePos(ctx, 1, func(tx *Tx) error {
+		p := tx.Positions()[0]
+		_, err := tx.ExecContext(ctx, `INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, stream_pos) VALUES ($1, $2, $3, $4, $5, $6, $7)
 			ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_pos = excluded.stream_pos`,
 			r.RoomID, r.UserID, r.Type, r.ThreadID, r.EventID, r.TS, p)
 		return err
 	})
-	return pos, err
+	if err != nil {
+		return 0, err
+	}
+	return pp[0], nil
 }
 
 // ReceiptsSince returns a room's receipts changed in (from, to].

@@ -73,32 +73,32 @@ func (db *DB) PublishedRooms(ctx context.Context) ([]string, error) {
 	return queryStrings(ctx, db.R(), `SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_id`)
 }
 
-// NewSnapshot stores the state after applying delta to the parent snapshot.
-// full is the complete resulting state; it is written out instead of a delta
-// when the parent's chain is long.
-func (tx *Tx) NewSnapshot(ctx context.Context, roomID string, parent int64, full, delta StateMap) (int64, error) {
+// NewSnapshot stores snapshot id, the state after applying delta to the
+// parent snapshot. full is the complete resulting state; it is written out
+// instead of a delta when the parent's chain is long. IDs are stream
+// positions reserved by the caller.
+func (tx *Tx) NewSnapshot(ctx context.Context, id int64, roomID string, parent int64, full, delta StateMap) error {
 	chain := 0
 	if parent != 0 {
 		if err := tx.QueryRowContext(ctx, `SELECT chain_len FROM state_snapshots WHERE snapshot_id = $1`, parent).Scan(&chain); err != nil {
-			return 0, scanErr(err)
+			return scanErr(err)
 		}
 	}
 	entries := delta
 	if parent == 0 || chain+1 >= maxChain {
 		parent, chain, entries = 0, -1, full
 	}
-	var id int64
-	if err := tx.QueryRowContext(ctx, `INSERT INTO state_snapshots (room_id, parent_id, chain_len) VALUES ($1, $2, $3) RETURNING snapshot_id`,
-		roomID, parent, chain+1).Scan(&id); err != nil {
-		return 0, err
+	if _, err := tx.ExecContext(ctx, `INSERT INTO state_snapshots (snapshot_id, room_id, parent_id, chain_len) VALUES ($1, $2, $3, $4)`,
+		id, roomID, parent, chain+1); err != nil {
+		return err
 	}
 	for k, nid := range entries {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_nid) VALUES ($1, $2, $3, $4)`,
 			id, k.Type, k.StateKey, nid); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	return id, nil
+	return nil
 }
 
 // Snapshot loads the full state of a snapshot.

@@ -76,11 +76,12 @@ func TestSnapshotsAreDeltas(t *testing.T) {
 			for a, b := range full {
 				cp[a] = b
 			}
-			err := db.Write(ctx, func(tx *storage.Tx) error {
-				id, err := tx.NewSnapshot(ctx, "!r:x", parent, cp, storage.StateMap{k: int64(i + 1)})
-				parent = id
-				return err
+			pos, err := db.WritePos(ctx, 1, func(tx *storage.Tx) error {
+				return tx.NewSnapshot(ctx, tx.Positions()[0], "!r:x", parent, cp, storage.StateMap{k: int64(i + 1)})
 			})
+			if err == nil {
+				parent = pos[0]
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -139,18 +140,33 @@ func TestStreamPositionsAndAccountData(t *testing.T) {
 func TestBadInputDoesNotCorrupt(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		// A failing write rolls back entirely.
-		err := db.Write(ctx, func(tx *storage.Tx) error {
-			if _, err := tx.NextStreamPos(ctx); err != nil {
+		// A failing write rolls back entirely, and the writes around it in
+		// the same batch are unaffected.
+		_, d1 := db.Submit(1, func(tx *storage.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO filters (localpart, json) VALUES ('a', '{}')`)
+			return err
+		}, nil)
+		failed := false
+		_, d2 := db.Submit(1, func(tx *storage.Tx) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO filters (localpart, json) VALUES ('b', '{}')`); err != nil {
 				return err
 			}
 			return errors.New("boom")
-		})
-		if err == nil {
-			t.Fatal("expected error")
+		}, func() { failed = true })
+		if err := <-d1; err != nil {
+			t.Fatal(err)
 		}
-		if pos, _ := db.StreamPos(ctx); pos != 0 {
-			t.Fatalf("rolled-back position visible: %d", pos)
+		if err := <-d2; err == nil || !failed {
+			t.Fatalf("failing write: err %v, onFail called %v", err, failed)
+		}
+		var n int
+		db.R().QueryRowContext(ctx, `SELECT COUNT(*) FROM filters WHERE localpart = 'b'`).Scan(&n)
+		if n != 0 {
+			t.Fatal("a failed write left rows behind")
+		}
+		db.R().QueryRowContext(ctx, `SELECT COUNT(*) FROM filters WHERE localpart = 'a'`).Scan(&n)
+		if n != 1 {
+			t.Fatal("a good write in the same batch was lost")
 		}
 		// Odd strings are stored as given.
 		name := "it's a \"test\" -- ; DROP TABLE accounts; \x01 é"

@@ -68,7 +68,7 @@ CREATE INDEX events_member ON events (state_key, stream_pos) WHERE type = 'm.roo
 -- State snapshots are deltas on a parent snapshot; a chain is flattened into a
 -- full copy when it gets long, so reading a snapshot is bounded.
 CREATE TABLE state_snapshots (
-    snapshot_id {{PK}},
+    snapshot_id {{INTPK}},
     room_id     TEXT NOT NULL,
     parent_id   BIGINT NOT NULL,
     chain_len   INTEGER NOT NULL
