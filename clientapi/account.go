@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"regexp"
@@ -35,26 +36,54 @@ func (a *API) validateLocalpart(lp string) error {
 }
 
 // uiaSessions tracks user-interactive auth sessions (spec: "User-Interactive
-// Authentication API"): completed stages per session.
+// Authentication API"): the parameters of the request that started each
+// one, and for registrations the account it created, so that a session is
+// used consistently and a repeated request is idempotent.
 type uiaSessions struct {
 	mu sync.Mutex
-	m  map[string]time.Time
+	m  map[string]*uiaSession
 }
 
-func (u *uiaSessions) new() string {
+type uiaSession struct {
+	created time.Time
+	params  []byte // the first request's body
+	result  string // localpart registered through this session
+}
+
+func (u *uiaSessions) new() string { return u.newWith(nil) }
+
+func (u *uiaSessions) newWith(params []byte) string {
 	id := auth.NewID(24)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.m == nil {
-		u.m = map[string]time.Time{}
+		u.m = map[string]*uiaSession{}
 	}
-	for k, t := range u.m {
-		if time.Since(t) > time.Hour {
+	for k, s := range u.m {
+		if time.Since(s.created) > time.Hour {
 			delete(u.m, k)
 		}
 	}
-	u.m[id] = time.Now()
+	u.m[id] = &uiaSession{created: time.Now(), params: params}
 	return id
+}
+
+func (u *uiaSessions) get(id string) (params []byte, result string, ok bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	s, ok := u.m[id]
+	if !ok {
+		return nil, "", false
+	}
+	return s.params, s.result, true
+}
+
+func (u *uiaSessions) setResult(id, localpart string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if s, ok := u.m[id]; ok {
+		s.result = localpart
+	}
 }
 
 func uiaChallenge(session string, stage string) *httputil.Error {
@@ -87,6 +116,27 @@ func (a *API) register(r *http.Request) (any, error) {
 	if err := checkTypes(body, map[string]gjson.Type{"username": gjson.String, "password": gjson.String, "device_id": gjson.String, "initial_device_display_name": gjson.String}); err != nil {
 		return nil, err
 	}
+	session := gjson.GetBytes(body, "auth.session").Str
+	if session != "" {
+		params, done, ok := a.uia.get(session)
+		if !ok {
+			return nil, httputil.Forbidden("Unknown session")
+		}
+		// The session remembers what its first request asked for.
+		body = mergeParams(params, body)
+		if done != "" {
+			// Registration already completed in this session: idempotent.
+			tok, deviceID, err := a.newDevice(r, done, gjson.GetBytes(body, "device_id").Str, gjson.GetBytes(body, "initial_device_display_name").Str)
+			if err != nil {
+				return nil, err
+			}
+			resp := map[string]any{"user_id": "@" + done + ":" + a.serverName, "home_server": a.serverName}
+			if !gjson.GetBytes(body, "inhibit_login").Bool() {
+				resp["access_token"], resp["device_id"] = tok, deviceID
+			}
+			return resp, nil
+		}
+	}
 	username := strings.ToLower(gjson.GetBytes(body, "username").Str)
 	password := gjson.GetBytes(body, "password").Str
 	if username != "" {
@@ -99,7 +149,7 @@ func (a *API) register(r *http.Request) (any, error) {
 	}
 	authType := gjson.GetBytes(body, "auth.type").Str
 	if authType == "" {
-		return uiaFirst(a.uia.new(), "m.login.dummy"), nil
+		return uiaFirst(a.uia.newWith(body), "m.login.dummy"), nil
 	}
 	if authType != "m.login.dummy" {
 		return nil, uiaChallenge(gjson.GetBytes(body, "auth.session").Str, "m.login.dummy")
@@ -116,7 +166,32 @@ func (a *API) register(r *http.Request) (any, error) {
 	if err := a.limiter.Allow("register:" + clientIP(r)); err != nil {
 		return nil, err
 	}
-	return a.createAccountAndLogin(r, username, password, false, body)
+	resp, err := a.createAccountAndLogin(r, username, password, false, body)
+	if err == nil && session != "" {
+		a.uia.setResult(session, username)
+	}
+	return resp, err
+}
+
+// mergeParams returns body with the top-level keys of first that body lacks.
+func mergeParams(first, body []byte) []byte {
+	if len(first) == 0 {
+		return body
+	}
+	var a, b map[string]json.RawMessage
+	if json.Unmarshal(first, &a) != nil || json.Unmarshal(body, &b) != nil {
+		return body
+	}
+	for k, v := range a {
+		if _, ok := b[k]; !ok && k != "auth" {
+			b[k] = v
+		}
+	}
+	out, err := json.Marshal(b)
+	if err != nil {
+		return body
+	}
+	return out
 }
 
 func (a *API) createAccountAndLogin(r *http.Request, username, password string, admin bool, body []byte) (any, error) {

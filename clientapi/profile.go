@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -46,7 +47,7 @@ func (a *API) getProfile(r *http.Request) (any, error) {
 	if f := v["field"]; f != "" {
 		val, ok := out[f]
 		if !ok {
-			return nil, httputil.NotFound("Profile field not set")
+			return map[string]any{}, nil
 		}
 		return map[string]any{f: val}, nil
 	}
@@ -261,7 +262,49 @@ func (a *API) deleteAlias(r *http.Request) (any, error) {
 			return nil, httputil.Forbidden("You may not delete this alias")
 		}
 	}
-	return struct{}{}, a.db.DeleteAlias(r.Context(), alias)
+	if err := a.db.DeleteAlias(r.Context(), alias); err != nil {
+		return nil, err
+	}
+	a.dropFromCanonicalAlias(r, roomID, alias, d.UserID)
+	return struct{}{}, nil
+}
+
+// dropFromCanonicalAlias removes a deleted alias from the room's
+// m.room.canonical_alias event, as the spec asks of servers.
+func (a *API) dropFromCanonicalAlias(r *http.Request, roomID, alias, userID string) {
+	ev, err := a.rs.CurrentStateEvent(r.Context(), roomID, spec.MRoomCanonicalAlias, "")
+	if err != nil || ev == nil {
+		return
+	}
+	var content map[string]any
+	if json.Unmarshal([]byte(gjson.GetBytes(ev.JSON, "content").Raw), &content) != nil {
+		return
+	}
+	changed := false
+	if content["alias"] == alias {
+		delete(content, "alias")
+		changed = true
+	}
+	if alts, ok := content["alt_aliases"].([]any); ok {
+		kept := []any{}
+		for _, x := range alts {
+			if x != alias {
+				kept = append(kept, x)
+			}
+		}
+		if len(kept) != len(alts) {
+			content["alt_aliases"] = kept
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	empty := ""
+	if _, err := a.rs.Send(r.Context(), roomID, userID, spec.MRoomCanonicalAlias, &empty, content, roomserver.SendOpts{}); err != nil {
+		// The deleter may lack power; the alias is gone either way.
+		a.log.Info("canonical alias not updated after alias deletion", "room", roomID, "err", err)
+	}
 }
 
 func (a *API) roomAliases(r *http.Request) (any, error) {

@@ -100,10 +100,13 @@ func (a *API) join(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Extra keys of the body go into the member event's content (sytest's
+	// "can join a room with custom content"); third_party_signed does not.
 	var extra map[string]any
-	if reason := gjson.GetBytes(body, "reason"); reason.Type == gjson.String {
-		extra = map[string]any{"reason": reason.Str}
+	if err := json.Unmarshal(body, &extra); err != nil {
+		return nil, httputil.BadJSON("Body must be an object")
 	}
+	delete(extra, "third_party_signed")
 	if _, err := a.rs.Join(r.Context(), roomID, d.UserID, a.profileOf(r, d.Localpart), extra); err != nil {
 		if errors.Is(err, roomserver.ErrUnknownRoom) {
 			return nil, httputil.NotFound("Unknown room (joining rooms on other servers is not supported yet)")
@@ -411,7 +414,7 @@ func (a *API) joinedMembers(r *http.Request) (any, error) {
 	joined := map[string]any{}
 	for _, e := range evs {
 		if e.Type == spec.MRoomMember && gjson.GetBytes(e.JSON, "content.membership").Str == spec.Join {
-			p := map[string]any{}
+			p := map[string]any{"display_name": nil, "avatar_url": nil}
 			if dn := gjson.GetBytes(e.JSON, "content.displayname"); dn.Type == gjson.String {
 				p["display_name"] = dn.Str
 			}

@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -38,6 +39,13 @@ func (s *Server) Join(ctx context.Context, roomID, userID string, profile Creato
 	for k, v := range extra {
 		if _, ok := content[k]; !ok && k != "membership" {
 			content[k] = v
+		}
+	}
+	// Joining again with the same content changes nothing: no new event.
+	if nid, ok := r.state[storage.StateKey{Type: spec.MRoomMember, StateKey: userID}]; ok && r.members[userID] == spec.Join {
+		if sameContent(r.pdus[nid].Content(), content) {
+			r.mu.Unlock()
+			return s.Event(ctx, nid)
 		}
 	}
 	return s.storeUnlocked(s.buildAndStore(ctx, r, userID, spec.MRoomMember, &userID, content, SendOpts{Localpart: localpartOf(userID)}))(r)
@@ -138,4 +146,15 @@ func (s *Server) StrippedState(ctx context.Context, roomID string) ([]map[string
 		})
 	}
 	return out, nil
+}
+
+// sameContent compares event content with a content map, canonically.
+func sameContent(have []byte, want map[string]any) bool {
+	b, err := json.Marshal(want)
+	if err != nil {
+		return false
+	}
+	x, err1 := gomatrixserverlib.CanonicalJSON(have)
+	y, err2 := gomatrixserverlib.CanonicalJSON(b)
+	return err1 == nil && err2 == nil && string(x) == string(y)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/tidwall/sjson"
 
 	"repeater/internal/httputil"
+	"repeater/internal/lru"
 	"repeater/storage"
 )
 
@@ -47,8 +48,8 @@ type Server struct {
 	mu    sync.Mutex
 	rooms map[string]*room
 
-	snapshots *lru[int64, storage.StateMap]
-	events    *lru[int64, *storage.Event]
+	snapshots *lru.Cache[int64, storage.StateMap]
+	events    *lru.Cache[int64, *storage.Event]
 }
 
 // room is the in-memory head of a room: guarded by mu, which also orders all
@@ -75,8 +76,8 @@ func New(cfg Config, db *storage.DB, notify Notifier, log *slog.Logger) *Server 
 	return &Server{
 		cfg: cfg, db: db, notify: notify, log: log,
 		rooms:     map[string]*room{},
-		snapshots: newLRU[int64, storage.StateMap](2048),
-		events:    newLRU[int64, *storage.Event](8192),
+		snapshots: lru.New[int64, storage.StateMap](2048),
+		events:    lru.New[int64, *storage.Event](8192),
 	}
 }
 
@@ -372,7 +373,7 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 		}
 	}
 	// Readers of the in-memory state find the event before it is durable.
-	s.events.put(e.NID, e)
+	s.events.Put(e.NID, e)
 	var wake []string
 	if s.notify != nil {
 		wake = make([]string, 0, len(r.members))
@@ -391,7 +392,7 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 		}
 		if redactTarget != "" {
 			// The target's cached copy no longer shows the redaction.
-			s.events.removeIf(func(x *storage.Event) bool { return x.EventID == redactTarget })
+			s.events.RemoveIf(func(x *storage.Event) bool { return x.EventID == redactTarget })
 		}
 		if s.notify != nil {
 			s.notify.OnRoomEvent(e.RoomID, e.StreamPos, wake)
@@ -552,7 +553,7 @@ func (s *Server) Events(ctx context.Context, nids []int64) ([]*storage.Event, er
 	out := make([]*storage.Event, len(nids))
 	var missing []int64
 	for i, nid := range nids {
-		if e, ok := s.events.get(nid); ok && e.RedactedBy == "" {
+		if e, ok := s.events.Get(nid); ok && e.RedactedBy == "" {
 			out[i] = e
 		} else {
 			missing = append(missing, nid)
@@ -566,7 +567,7 @@ func (s *Server) Events(ctx context.Context, nids []int64) ([]*storage.Event, er
 		byNID := make(map[int64]*storage.Event, len(evs))
 		for _, e := range evs {
 			byNID[e.NID] = e
-			s.events.put(e.NID, e)
+			s.events.Put(e.NID, e)
 		}
 		for i, nid := range nids {
 			if out[i] == nil {
@@ -585,14 +586,14 @@ func (s *Server) Events(ctx context.Context, nids []int64) ([]*storage.Event, er
 
 // Snapshot returns the state map of a snapshot, through the cache.
 func (s *Server) Snapshot(ctx context.Context, id int64) (storage.StateMap, error) {
-	if m, ok := s.snapshots.get(id); ok {
+	if m, ok := s.snapshots.Get(id); ok {
 		return m, nil
 	}
 	m, err := s.db.Snapshot(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	s.snapshots.put(id, m)
+	s.snapshots.Put(id, m)
 	return m, nil
 }
 

@@ -169,9 +169,10 @@ func (s *Sync) messages(r *http.Request) (any, error) {
 		}
 	}
 	resp := map[string]any{"chunk": chunk, "start": start}
-	// end is omitted when there is nothing further (spec); forwards we
-	// still give one after a non-empty chunk so clients can keep reading.
-	if !done || (!backwards && len(chunk) > 0) {
+	// end is omitted when there is nothing further (spec); after a
+	// non-empty chunk it is given anyway (older clients and sytest expect
+	// it) and the next page is empty.
+	if !done || len(chunk) > 0 {
 		resp["end"] = topoToken(pos.Depth, pos.Stream)
 	}
 	if f.LazyLoadMembers && len(senders) > 0 {
@@ -199,6 +200,15 @@ func (s *Sync) eventContext(r *http.Request) (any, error) {
 			return nil, httputil.InvalidParam("Invalid limit")
 		}
 		limit = min(n, 100)
+	}
+	var f EventFilter
+	if fs := r.URL.Query().Get("filter"); fs != "" {
+		if err := json.Unmarshal([]byte(fs), &f); err != nil {
+			return nil, httputil.BadJSON("Invalid filter")
+		}
+	}
+	if err := s.checkRoomAccess(ctx, roomID, d.UserID); err != nil {
+		return nil, err
 	}
 	e, err := s.db.EventByID(ctx, v["eventId"])
 	if err != nil || e.RoomID != roomID || e.Rejected {
@@ -243,6 +253,23 @@ func (s *Sync) eventContext(r *http.Request) (any, error) {
 	state, err := s.rs.StateEventsAt(ctx, e.AfterSnapshot)
 	if err != nil {
 		return nil, err
+	}
+	if f.LazyLoadMembers {
+		// Only the members who sent the returned events.
+		senders := map[string]bool{e.Sender: true}
+		for _, x := range before {
+			senders[x.Sender] = true
+		}
+		for _, x := range after {
+			senders[x.Sender] = true
+		}
+		kept := state[:0]
+		for _, x := range state {
+			if x.Type != spec.MRoomMember || x.StateKey == nil || senders[*x.StateKey] {
+				kept = append(kept, x)
+			}
+		}
+		state = kept
 	}
 	return map[string]any{
 		"event": s.rs.ClientEvent(ctx, e, d.UserID, d.DeviceID), "events_before": render(before), "events_after": render(after),

@@ -44,6 +44,7 @@ func parseToken(s string) (Token, error) {
 }
 
 type syncRequest struct {
+	ignored   map[string]bool // senders the user ignores (m.ignored_user_list)
 	dev       *auth.Device
 	since     *Token
 	to        Token
@@ -89,6 +90,7 @@ func (s *Sync) sync(r *http.Request) (any, error) {
 		return nil, err
 	}
 	req.filter = f
+	req.ignored = s.ignoredUsers(r.Context(), d.Localpart)
 	setPresence := q.Get("set_presence")
 	if setPresence != "" && setPresence != "online" && setPresence != "offline" && setPresence != "unavailable" {
 		return nil, httputil.InvalidParam("Invalid set_presence")
@@ -192,6 +194,7 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 		return nil, err
 	}
 	joinedSet := map[string]bool{}
+	var newRooms []string
 	for _, roomID := range joinedRooms {
 		joinedSet[roomID] = true
 		if !rf.AllowsRoom(roomID) {
@@ -212,6 +215,9 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 			join[roomID] = rr
 			resp.empty = false
 		}
+		if newlyJoined && req.since != nil {
+			newRooms = append(newRooms, roomID)
+		}
 	}
 
 	// Invites.
@@ -223,7 +229,7 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 		for _, roomID := range invited {
 			if rf.AllowsRoom(roomID) {
 				ev, err := s.rs.CurrentStateEvent(ctx, roomID, spec.MRoomMember, userID)
-				if err != nil || ev == nil {
+				if err != nil || ev == nil || req.ignored[ev.Sender] {
 					continue
 				}
 				invite[roomID] = s.inviteData(ctx, ev, req.dev)
@@ -237,7 +243,7 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 		}
 		switch gjson.GetBytes(me.JSON, "content.membership").Str {
 		case spec.Invite:
-			if cur, _ := s.db.CurrentMembership(ctx, roomID, userID); cur == spec.Invite {
+			if cur, _ := s.db.CurrentMembership(ctx, roomID, userID); cur == spec.Invite && !req.ignored[me.Sender] {
 				invite[roomID] = s.inviteData(ctx, me, req.dev)
 				resp.empty = false
 			}
@@ -335,6 +341,19 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 			epos = 0
 		}
 		changed := s.eph.presenceSince(users, epos)
+		// Members of rooms joined in this sync: their presence is new to us.
+		for _, roomID := range newRooms {
+			members, _ := s.rs.MembersWith(ctx, roomID, spec.Join)
+			fresh := map[string]bool{}
+			for _, m := range members {
+				if _, ok := changed[m]; !ok {
+					fresh[m] = true
+				}
+			}
+			for u, c := range s.eph.presenceSince(fresh, 0) {
+				changed[u] = c
+			}
+		}
 		if len(changed) > 0 {
 			ids := make([]string, 0, len(changed))
 			for u := range changed {
@@ -403,18 +422,35 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 	var timeline []*storage.Event
 	limited := false
 	if limit > 0 {
-		evs, lim, err := s.db.RoomEventsInRange(ctx, roomID, from, to, limit)
-		if err != nil {
-			return nil, false, err
-		}
-		limited = lim
-		evs, err = s.rs.VisibleEvents(ctx, userID, evs)
-		if err != nil {
-			return nil, false, err
-		}
-		for _, e := range evs {
-			if rf.Timeline.Allows(e.Type, e.Sender, roomID) {
-				timeline = append(timeline, e)
+		// Walk back from `to` until the filter has let `limit` events
+		// through or the range is exhausted.
+		upper := to
+		for rounds := 0; rounds < 10 && len(timeline) < limit; rounds++ {
+			evs, more, err := s.db.RoomEventsInRange(ctx, roomID, from, upper, limit)
+			if err != nil {
+				return nil, false, err
+			}
+			if len(evs) > 0 {
+				upper = evs[0].StreamPos - 1
+			}
+			vis, err := s.rs.VisibleEvents(ctx, userID, evs)
+			if err != nil {
+				return nil, false, err
+			}
+			var kept []*storage.Event
+			for _, e := range vis {
+				if rf.Timeline.Allows(e.Type, e.Sender, roomID) && !req.ignored[e.Sender] {
+					kept = append(kept, e)
+				}
+			}
+			if n := len(timeline) + len(kept); n > limit {
+				kept = kept[n-limit:]
+				more = true
+			}
+			timeline = append(kept, timeline...)
+			limited = more
+			if !more {
+				break
 			}
 		}
 	} else {
@@ -468,17 +504,73 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 		}
 		stateEvs = evs
 	}
+	// Lazy-loaded members (spec: "Lazy-loading room members"): a full state
+	// carries only the members who sent timeline events (and the user);
+	// an incremental one carries the members that changed plus the
+	// timeline senders'. Unless include_redundant_members, member events
+	// this device was already sent are left out.
 	lazy := rf.State.LazyLoadMembers
+	var sentKey string
+	var sent map[string]string
+	if lazy {
+		sentKey = req.dev.UserID + "|" + req.dev.DeviceID + "|" + roomID
+		sent = map[string]string{}
+		if !full {
+			if prev, ok := s.sentMembers.Get(sentKey); ok {
+				for k, v := range prev {
+					sent[k] = v
+				}
+			}
+		}
+		have := map[string]bool{}
+		for _, e := range stateEvs {
+			if e.Type == spec.MRoomMember && e.StateKey != nil {
+				have[*e.StateKey] = true
+			}
+		}
+		if len(timeline) > 0 && (!full || limited) {
+			snap, err := s.rs.Snapshot(ctx, timeline[0].BeforeSnapshot)
+			if err != nil {
+				return nil, false, err
+			}
+			var nids []int64
+			for u := range senders {
+				if nid, ok := snap[storage.StateKey{Type: spec.MRoomMember, StateKey: u}]; ok && !have[u] {
+					nids = append(nids, nid)
+				}
+			}
+			extra, err := s.rs.Events(ctx, nids)
+			if err != nil {
+				return nil, false, err
+			}
+			stateEvs = append(stateEvs, extra...)
+		}
+	}
 	sort.Slice(stateEvs, func(i, j int) bool { return stateEvs[i].StreamPos < stateEvs[j].StreamPos })
 	stEvents := []any{}
 	for _, e := range stateEvs {
 		if inTimeline[e.EventID] || !rf.State.Allows(e.Type, e.Sender, roomID) {
 			continue
 		}
-		if lazy && e.Type == spec.MRoomMember && e.StateKey != nil && !senders[*e.StateKey] && *e.StateKey != userID {
-			continue
+		if lazy && e.Type == spec.MRoomMember && e.StateKey != nil {
+			u := *e.StateKey
+			if full && !senders[u] && u != userID {
+				continue
+			}
+			if !rf.State.IncludeRedundantMembers && sent[u] == e.EventID {
+				continue
+			}
+			sent[u] = e.EventID
 		}
 		stEvents = append(stEvents, s.rs.ClientEvent(ctx, e, userID, req.dev.DeviceID))
+	}
+	if lazy {
+		for _, e := range timeline {
+			if e.Type == spec.MRoomMember && e.StateKey != nil {
+				sent[*e.StateKey] = e.EventID
+			}
+		}
+		s.sentMembers.Put(sentKey, sent)
 	}
 	if len(stEvents) > 0 {
 		nonEmpty = true
@@ -486,6 +578,7 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 	rr["state"].(map[string]any)["events"] = stEvents
 
 	if kind == spec.Join {
+		rr["summary"] = s.summary(ctx, roomID, userID)
 		eph := []any{}
 		epos := since.EPos
 		if full {
@@ -608,3 +701,43 @@ func receiptEvent(rcpts []storage.Receipt, viewer string) map[string]any {
 }
 
 func topoToken(depth, stream int64) string { return fmt.Sprintf("t%d_%d", depth, stream) }
+
+// ignoredUsers reads the user's m.ignored_user_list account data.
+func (s *Sync) ignoredUsers(ctx context.Context, localpart string) map[string]bool {
+	b, err := s.db.GetAccountData(ctx, localpart, "", "m.ignored_user_list")
+	if err != nil {
+		return nil
+	}
+	out := map[string]bool{}
+	gjson.GetBytes(b, "ignored_users").ForEach(func(k, _ gjson.Result) bool {
+		out[k.Str] = true
+		return true
+	})
+	return out
+}
+
+// summary builds a joined room's summary (spec: "Room summary"): member
+// counts and, for rooms without a name or alias, up to five heroes.
+func (s *Sync) summary(ctx context.Context, roomID, userID string) map[string]any {
+	joined, _ := s.rs.MembersWith(ctx, roomID, spec.Join)
+	invited, _ := s.rs.MembersWith(ctx, roomID, spec.Invite)
+	out := map[string]any{"m.joined_member_count": len(joined), "m.invited_member_count": len(invited)}
+	name, _ := s.rs.CurrentStateEvent(ctx, roomID, spec.MRoomName, "")
+	alias, _ := s.rs.CurrentStateEvent(ctx, roomID, spec.MRoomCanonicalAlias, "")
+	if (name == nil || gjson.GetBytes(name.JSON, "content.name").Str == "") && (alias == nil || gjson.GetBytes(alias.JSON, "content.alias").Str == "") {
+		var heroes []string
+		for _, list := range [][]string{joined, invited} {
+			sort.Strings(list)
+			for _, u := range list {
+				if u != userID && len(heroes) < 5 {
+					heroes = append(heroes, u)
+				}
+			}
+		}
+		if heroes == nil {
+			heroes = []string{}
+		}
+		out["m.heroes"] = heroes
+	}
+	return out
+}

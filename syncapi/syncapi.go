@@ -15,6 +15,7 @@ import (
 
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
+	"repeater/internal/lru"
 	"repeater/roomserver"
 	"repeater/storage"
 )
@@ -28,6 +29,9 @@ type Sync struct {
 	log        *slog.Logger
 	presenceOn bool
 	stopping   chan struct{}
+	// sentMembers remembers, per user|device|room, which member events a
+	// device was sent, so lazy-loading syncs can leave out redundant ones.
+	sentMembers *lru.Cache[string, map[string]string]
 	stopOnce   sync.Once
 }
 
@@ -36,7 +40,8 @@ func (s *Sync) Stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
 // New constructs the sync API.
 func New(db *storage.DB, rs *roomserver.Server, notifier *Notifier, presence bool, log *slog.Logger) *Sync {
-	return &Sync{db: db, rs: rs, notifier: notifier, eph: newEphemeral(), log: log, presenceOn: presence, stopping: make(chan struct{})}
+	return &Sync{db: db, rs: rs, notifier: notifier, eph: newEphemeral(), log: log, presenceOn: presence, stopping: make(chan struct{}),
+		sentMembers: lru.New[string, map[string]string](4096)}
 }
 
 // Run expires typing notifications and decays presence until ctx ends.
@@ -86,6 +91,7 @@ func (s *Sync) Routes(c *mux.Router, authn *auth.Authenticator) {
 	authed := func(h httputil.Handler) http.Handler { return authn.Require(httputil.JSON(s.log, h)) }
 	{
 		c.Handle("/sync", authed(s.sync)).Methods("GET")
+		c.Handle("/events", authed(s.events)).Methods("GET")
 		c.Handle("/rooms/{roomId}/messages", authed(s.messages)).Methods("GET")
 		c.Handle("/rooms/{roomId}/context/{eventId}", authed(s.eventContext)).Methods("GET")
 		c.Handle("/rooms/{roomId}/typing/{userId}", authed(s.typing)).Methods("PUT")

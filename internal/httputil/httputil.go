@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/mux"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
@@ -165,7 +166,7 @@ func ReadBody(r *http.Request, limit int64, allowEmpty bool) ([]byte, error) {
 	if len(b) == 0 && allowEmpty {
 		return []byte("{}"), nil
 	}
-	if !gjson.ValidBytes(b) {
+	if !gjson.ValidBytes(b) || !utf8.Valid(b) {
 		return nil, NotJSON("Request body is not valid JSON")
 	}
 	if !gjson.ParseBytes(b).IsObject() {

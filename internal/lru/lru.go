@@ -1,12 +1,13 @@
-package roomserver
+// Package lru is a small thread-safe least-recently-used cache.
+package lru
 
 import (
 	"container/list"
 	"sync"
 )
 
-// lru is a small thread-safe least-recently-used cache.
-type lru[K comparable, V any] struct {
+// Cache is a least-recently-used cache safe for concurrent use.
+type Cache[K comparable, V any] struct {
 	mu    sync.Mutex
 	max   int
 	ll    *list.List
@@ -18,11 +19,11 @@ type lruEntry[K comparable, V any] struct {
 	v V
 }
 
-func newLRU[K comparable, V any](max int) *lru[K, V] {
-	return &lru[K, V]{max: max, ll: list.New(), items: map[K]*list.Element{}}
+func New[K comparable, V any](max int) *Cache[K, V] {
+	return &Cache[K, V]{max: max, ll: list.New(), items: map[K]*list.Element{}}
 }
 
-func (c *lru[K, V]) get(k K) (V, bool) {
+func (c *Cache[K, V]) Get(k K) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[k]; ok {
@@ -33,7 +34,7 @@ func (c *lru[K, V]) get(k K) (V, bool) {
 	return zero, false
 }
 
-func (c *lru[K, V]) put(k K, v V) {
+func (c *Cache[K, V]) Put(k K, v V) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[k]; ok {
@@ -49,7 +50,7 @@ func (c *lru[K, V]) put(k K, v V) {
 	}
 }
 
-func (c *lru[K, V]) removeIf(pred func(V) bool) {
+func (c *Cache[K, V]) RemoveIf(pred func(V) bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, el := range c.items {
