@@ -32,7 +32,7 @@ type Sync struct {
 	// sentMembers remembers, per user|device|room, which member events a
 	// device was sent, so lazy-loading syncs can leave out redundant ones.
 	sentMembers *lru.Cache[string, map[string]string]
-	stopOnce   sync.Once
+	stopOnce    sync.Once
 }
 
 // Stop makes waiting long-polls return at once (used at shutdown).
