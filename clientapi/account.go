@@ -105,7 +105,7 @@ func (a *API) register(r *http.Request) (any, error) {
 	}
 	kind := r.URL.Query().Get("kind")
 	if kind == "guest" {
-		return nil, httputil.Err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not enabled")
+		return a.registerGuest(r, body)
 	}
 	if kind != "" && kind != "user" {
 		return nil, httputil.InvalidParam("Unknown kind")
@@ -488,4 +488,23 @@ func clientIP(r *http.Request) string {
 		host = host[:i]
 	}
 	return host
+}
+
+// registerGuest handles POST /register?kind=guest (spec: "Guest access").
+func (a *API) registerGuest(r *http.Request, body []byte) (any, error) {
+	if !a.cfg.Registration.Guests {
+		return nil, httputil.Err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not enabled")
+	}
+	if err := a.limiter.Allow("register:" + clientIP(r)); err != nil {
+		return nil, err
+	}
+	lp := strconv.FormatInt(time.Now().UnixNano(), 10)
+	if err := a.db.CreateAccount(r.Context(), storage.Account{Localpart: lp, IsGuest: true}); err != nil {
+		return nil, err
+	}
+	tok, deviceID, err := a.newDevice(r, lp, "", gjson.GetBytes(body, "initial_device_display_name").Str)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"user_id": "@" + lp + ":" + a.serverName, "access_token": tok, "device_id": deviceID, "home_server": a.serverName}, nil
 }

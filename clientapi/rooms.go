@@ -107,6 +107,13 @@ func (a *API) join(r *http.Request) (any, error) {
 		return nil, httputil.BadJSON("Body must be an object")
 	}
 	delete(extra, "third_party_signed")
+	if d.IsGuest {
+		// Guests may only join rooms that allow them.
+		ga, _ := a.rs.CurrentStateEvent(r.Context(), roomID, "m.room.guest_access", "")
+		if ga == nil || gjson.GetBytes(ga.JSON, "content.guest_access").Str != "can_join" {
+			return nil, httputil.Err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may not join this room")
+		}
+	}
 	if _, err := a.rs.Join(r.Context(), roomID, d.UserID, a.profileOf(r, d.Localpart), extra); err != nil {
 		if errors.Is(err, roomserver.ErrUnknownRoom) {
 			return nil, httputil.NotFound("Unknown room (joining rooms on other servers is not supported yet)")
@@ -175,6 +182,9 @@ func (a *API) forget(r *http.Request) (any, error) {
 func (a *API) send(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())
 	v := vars(r)
+	if d.IsGuest && v["eventType"] != "m.room.message" {
+		return nil, httputil.Err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may only send messages")
+	}
 	txnID := v["txnId"]
 	if id, err := a.db.TxnEventID(r.Context(), d.Localpart, d.DeviceID, txnID); err == nil {
 		return map[string]any{"event_id": id}, nil
@@ -255,6 +265,9 @@ func (a *API) putState(r *http.Request) (any, error) {
 	e, err := a.rs.Send(r.Context(), v["roomId"], d.UserID, evType, &sk, json.RawMessage(body), roomserver.SendOpts{Localpart: d.Localpart})
 	if err != nil {
 		return nil, err
+	}
+	if evType == "m.room.guest_access" && sk == "" && gjson.GetBytes(body, "guest_access").Str != "can_join" {
+		a.kickGuests(r, v["roomId"], d.UserID)
 	}
 	return map[string]any{"event_id": e.EventID}, nil
 }
@@ -445,4 +458,24 @@ func (a *API) joinedRooms(r *http.Request) (any, error) {
 // unsigned data added.
 func (a *API) clientEvent(r *http.Request, e *storage.Event, d *auth.Device) json.RawMessage {
 	return a.rs.ClientEvent(r.Context(), e, d.UserID, d.DeviceID)
+}
+
+// kickGuests removes guest accounts from a room whose guest access was
+// revoked (spec: "Guest access": servers should kick guests then).
+func (a *API) kickGuests(r *http.Request, roomID, by string) {
+	members, err := a.rs.MembersWith(r.Context(), roomID, spec.Join)
+	if err != nil {
+		return
+	}
+	for _, m := range members {
+		uid, err := spec.NewUserID(m, true)
+		if err != nil || string(uid.Domain()) != a.serverName {
+			continue
+		}
+		if acct, err := a.db.GetAccount(r.Context(), uid.Local()); err == nil && acct.IsGuest {
+			if _, err := a.rs.ChangeMembership(r.Context(), roomID, by, m, spec.Leave, "Guest access revoked", nil); err != nil {
+				a.log.Warn("could not remove guest", "room", roomID, "user", m, "err", err)
+			}
+		}
+	}
 }

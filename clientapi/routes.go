@@ -22,17 +22,18 @@ func (a *API) RootRoutes(root *mux.Router) {
 func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 	j := func(h httputil.Handler) http.Handler { return httputil.JSON(a.log, h) }
 	authed := func(h httputil.Handler) http.Handler { return authn.Require(j(h)) }
+	guestOK := func(h httputil.Handler) http.Handler { return authn.AllowGuests(j(h)) }
 	{
 		c.Handle("/register", j(a.register)).Methods("POST")
 		c.Handle("/register/available", j(a.registerAvailable)).Methods("GET")
 		c.Handle("/login", j(a.loginFlows)).Methods("GET")
 		c.Handle("/login", j(a.login)).Methods("POST")
-		c.Handle("/logout", authed(a.logout)).Methods("POST")
+		c.Handle("/logout", guestOK(a.logout)).Methods("POST")
 		c.Handle("/logout/all", authed(a.logoutAll)).Methods("POST")
-		c.Handle("/account/whoami", authed(a.whoami)).Methods("GET")
+		c.Handle("/account/whoami", guestOK(a.whoami)).Methods("GET")
 		c.Handle("/account/password", authed(a.changePassword)).Methods("POST")
 		c.Handle("/account/deactivate", authed(a.deactivate)).Methods("POST")
-		c.Handle("/capabilities", authed(a.capabilities)).Methods("GET")
+		c.Handle("/capabilities", guestOK(a.capabilities)).Methods("GET")
 
 		c.Handle("/devices", authed(a.devices)).Methods("GET")
 		c.Handle("/devices/{deviceId}", authed(a.getDevice)).Methods("GET")
@@ -42,27 +43,28 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 
 		c.Handle("/profile/{userId}", j(a.getProfile)).Methods("GET")
 		c.Handle("/profile/{userId}/{field:displayname|avatar_url}", j(a.getProfile)).Methods("GET")
-		c.Handle("/profile/{userId}/{field:displayname|avatar_url}", authed(a.putProfile)).Methods("PUT")
+		c.Handle("/profile/{userId}/{field:displayname|avatar_url}", guestOK(a.putProfile)).Methods("PUT")
 
 		c.Handle("/createRoom", authed(a.createRoom)).Methods("POST")
-		c.Handle("/join/{room}", authed(a.join)).Methods("POST")
-		c.Handle("/rooms/{room}/join", authed(a.join)).Methods("POST")
-		for _, action := range []string{"invite", "leave", "kick", "ban", "unban"} {
+		c.Handle("/join/{room}", guestOK(a.join)).Methods("POST")
+		c.Handle("/rooms/{room}/join", guestOK(a.join)).Methods("POST")
+		for _, action := range []string{"invite", "kick", "ban", "unban"} {
 			c.Handle("/rooms/{roomId}/"+action, authed(a.membership(action))).Methods("POST")
 		}
+		c.Handle("/rooms/{roomId}/leave", guestOK(a.membership("leave"))).Methods("POST")
 		c.Handle("/rooms/{roomId}/forget", authed(a.forget)).Methods("POST")
-		c.Handle("/rooms/{roomId}/send/{eventType}/{txnId}", authed(a.send)).Methods("PUT")
+		c.Handle("/rooms/{roomId}/send/{eventType}/{txnId}", guestOK(a.send)).Methods("PUT")
 		c.Handle("/rooms/{roomId}/redact/{eventId}/{txnId}", authed(a.redact)).Methods("PUT")
-		c.Handle("/rooms/{roomId}/state", authed(a.getState)).Methods("GET")
-		c.Handle("/rooms/{roomId}/state/{eventType}", authed(a.getStateEvent)).Methods("GET")
-		c.Handle("/rooms/{roomId}/state/{eventType}/{stateKey:.*}", authed(a.getStateEvent)).Methods("GET")
+		c.Handle("/rooms/{roomId}/state", guestOK(a.getState)).Methods("GET")
+		c.Handle("/rooms/{roomId}/state/{eventType}", guestOK(a.getStateEvent)).Methods("GET")
+		c.Handle("/rooms/{roomId}/state/{eventType}/{stateKey:.*}", guestOK(a.getStateEvent)).Methods("GET")
 		c.Handle("/rooms/{roomId}/state/{eventType}", authed(a.putState)).Methods("PUT")
 		c.Handle("/rooms/{roomId}/state/{eventType}/{stateKey:.*}", authed(a.putState)).Methods("PUT")
-		c.Handle("/rooms/{roomId}/event/{eventId}", authed(a.getEvent)).Methods("GET")
-		c.Handle("/rooms/{roomId}/members", authed(a.members)).Methods("GET")
-		c.Handle("/rooms/{roomId}/joined_members", authed(a.joinedMembers)).Methods("GET")
+		c.Handle("/rooms/{roomId}/event/{eventId}", guestOK(a.getEvent)).Methods("GET")
+		c.Handle("/rooms/{roomId}/members", guestOK(a.members)).Methods("GET")
+		c.Handle("/rooms/{roomId}/joined_members", guestOK(a.joinedMembers)).Methods("GET")
 		c.Handle("/rooms/{roomId}/aliases", authed(a.roomAliases)).Methods("GET")
-		c.Handle("/joined_rooms", authed(a.joinedRooms)).Methods("GET")
+		c.Handle("/joined_rooms", guestOK(a.joinedRooms)).Methods("GET")
 
 		c.Handle("/directory/room/{alias}", j(a.getAlias)).Methods("GET")
 		c.Handle("/directory/room/{alias}", authed(a.putAlias)).Methods("PUT")
@@ -71,15 +73,15 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 		c.Handle("/directory/list/room/{roomId}", authed(a.putDirectoryVisibility)).Methods("PUT")
 		c.Handle("/publicRooms", j(a.publicRooms)).Methods("GET", "POST")
 
-		c.Handle("/user/{userId}/filter", authed(a.postFilter)).Methods("POST")
-		c.Handle("/user/{userId}/filter/{filterId}", authed(a.getFilter)).Methods("GET")
+		c.Handle("/user/{userId}/filter", guestOK(a.postFilter)).Methods("POST")
+		c.Handle("/user/{userId}/filter/{filterId}", guestOK(a.getFilter)).Methods("GET")
 		c.Handle("/user/{userId}/rooms/{roomId}/tags", authed(a.getTags)).Methods("GET")
 		c.Handle("/user/{userId}/rooms/{roomId}/tags/{tag}", authed(a.changeTag(true))).Methods("PUT")
 		c.Handle("/user/{userId}/rooms/{roomId}/tags/{tag}", authed(a.changeTag(false))).Methods("DELETE")
 		c.Handle("/account/3pid", authed(a.threepids)).Methods("GET")
-		c.Handle("/user/{userId}/account_data/{type}", authed(a.putAccountData)).Methods("PUT")
-		c.Handle("/user/{userId}/account_data/{type}", authed(a.getAccountData)).Methods("GET")
-		c.Handle("/user/{userId}/rooms/{roomId}/account_data/{type}", authed(a.putAccountData)).Methods("PUT")
-		c.Handle("/user/{userId}/rooms/{roomId}/account_data/{type}", authed(a.getAccountData)).Methods("GET")
+		c.Handle("/user/{userId}/account_data/{type}", guestOK(a.putAccountData)).Methods("PUT")
+		c.Handle("/user/{userId}/account_data/{type}", guestOK(a.getAccountData)).Methods("GET")
+		c.Handle("/user/{userId}/rooms/{roomId}/account_data/{type}", guestOK(a.putAccountData)).Methods("PUT")
+		c.Handle("/user/{userId}/rooms/{roomId}/account_data/{type}", guestOK(a.getAccountData)).Methods("GET")
 	}
 }

@@ -13,6 +13,7 @@ type Account struct {
 	Localpart    string
 	PasswordHash string
 	IsAdmin      bool
+	IsGuest      bool
 	Deactivated  bool
 	DisplayName  string
 	AvatarURL    string
@@ -25,13 +26,14 @@ type Device struct {
 	DisplayName string
 	LastSeenTS  int64
 	LastSeenIP  string
+	IsGuest     bool // the account is a guest account
 }
 
 // CreateAccount inserts a new account; ErrConflict if the localpart is taken.
 func (db *DB) CreateAccount(ctx context.Context, a Account) error {
 	return db.Write(ctx, func(tx *Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO accounts (localpart, password_hash, is_admin, created_ts, displayname) VALUES ($1, $2, $3, $4, $5)`,
-			a.Localpart, a.PasswordHash, b2i(a.IsAdmin), nowMS(), nullStr(a.DisplayName))
+		_, err := tx.ExecContext(ctx, `INSERT INTO accounts (localpart, password_hash, is_admin, is_guest, created_ts, displayname) VALUES ($1, $2, $3, $4, $5, $6)`,
+			a.Localpart, a.PasswordHash, b2i(a.IsAdmin), b2i(a.IsGuest), nowMS(), nullStr(a.DisplayName))
 		return err
 	})
 }
@@ -39,14 +41,14 @@ func (db *DB) CreateAccount(ctx context.Context, a Account) error {
 // GetAccount returns an account by localpart.
 func (db *DB) GetAccount(ctx context.Context, localpart string) (*Account, error) {
 	var a Account
-	var admin, deact int
+	var admin, guest, deact int
 	var dn, av sql.NullString
-	err := db.R().QueryRowContext(ctx, `SELECT localpart, password_hash, is_admin, deactivated, displayname, avatar_url FROM accounts WHERE localpart = $1`, localpart).
-		Scan(&a.Localpart, &a.PasswordHash, &admin, &deact, &dn, &av)
+	err := db.R().QueryRowContext(ctx, `SELECT localpart, password_hash, is_admin, is_guest, deactivated, displayname, avatar_url FROM accounts WHERE localpart = $1`, localpart).
+		Scan(&a.Localpart, &a.PasswordHash, &admin, &guest, &deact, &dn, &av)
 	if err != nil {
 		return nil, scanErr(err)
 	}
-	a.IsAdmin, a.Deactivated, a.DisplayName, a.AvatarURL = admin != 0, deact != 0, dn.String, av.String
+	a.IsAdmin, a.IsGuest, a.Deactivated, a.DisplayName, a.AvatarURL = admin != 0, guest != 0, deact != 0, dn.String, av.String
 	return &a, nil
 }
 
@@ -103,12 +105,14 @@ func (db *DB) CreateDevice(ctx context.Context, localpart, deviceID, displayName
 func (db *DB) DeviceByTokenHash(ctx context.Context, hash string) (*Device, error) {
 	var d Device
 	var dn sql.NullString
-	err := db.R().QueryRowContext(ctx, `SELECT localpart, device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE token_hash = $1`, hash).
-		Scan(&d.Localpart, &d.DeviceID, &dn, &d.LastSeenTS, &d.LastSeenIP)
+	var guest int
+	err := db.R().QueryRowContext(ctx, `SELECT d.localpart, d.device_id, d.display_name, d.last_seen_ts, d.last_seen_ip, a.is_guest
+		FROM devices d JOIN accounts a ON a.localpart = d.localpart WHERE d.token_hash = $1`, hash).
+		Scan(&d.Localpart, &d.DeviceID, &dn, &d.LastSeenTS, &d.LastSeenIP, &guest)
 	if err != nil {
 		return nil, scanErr(err)
 	}
-	d.DisplayName = dn.String
+	d.DisplayName, d.IsGuest = dn.String, guest != 0
 	return &d, nil
 }
 

@@ -54,12 +54,12 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		ServerName: spec.ServerName(cfg.ServerName), KeyID: key.KeyID, PrivateKey: key.PrivateKey,
 		DefaultVersion: gomatrixserverlib.RoomVersion(cfg.DefaultRoomVersion),
 	}, db, notifier, log)
-	authn := &auth.Authenticator{ServerName: cfg.ServerName, Log: log, Lookup: func(ctx context.Context, hash string) (string, string, error) {
+	authn := &auth.Authenticator{ServerName: cfg.ServerName, Log: log, Lookup: func(ctx context.Context, hash string) (string, string, bool, error) {
 		d, err := db.DeviceByTokenHash(ctx, hash)
 		if err != nil {
-			return "", "", err
+			return "", "", false, err
 		}
-		return d.Localpart, d.DeviceID, nil
+		return d.Localpart, d.DeviceID, d.IsGuest, nil
 	}}
 	capi := clientapi.New(cfg, db, rs, notifier, log)
 	sapi := syncapi.New(db, rs, notifier, cfg.Presence.Enabled, log)

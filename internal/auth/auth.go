@@ -24,11 +24,12 @@ type Device struct {
 	UserID    string // @localpart:server
 	Localpart string
 	DeviceID  string
+	IsGuest   bool
 }
 
 // LookupFunc finds the device owning an access-token hash. It returns an
 // error wrapping fs.ErrNotExist when no device has it.
-type LookupFunc func(ctx context.Context, tokenHash string) (localpart, deviceID string, err error)
+type LookupFunc func(ctx context.Context, tokenHash string) (localpart, deviceID string, guest bool, err error)
 
 type ctxKey struct{}
 
@@ -62,12 +63,23 @@ func TokenFromRequest(r *http.Request) string {
 	return r.URL.Query().Get("access_token")
 }
 
-// Require wraps h so that it only runs for a valid access token.
-func (a *Authenticator) Require(h http.Handler) http.Handler {
+// Require wraps h so that it only runs for a valid access token of a full
+// (non-guest) account.
+func (a *Authenticator) Require(h http.Handler) http.Handler { return a.require(h, false) }
+
+// AllowGuests is Require that also admits guest accounts, for the endpoints
+// the spec opens to guests ("Guest access").
+func (a *Authenticator) AllowGuests(h http.Handler) http.Handler { return a.require(h, true) }
+
+func (a *Authenticator) require(h http.Handler, guests bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		dev, err := a.Authenticate(r)
 		if err != nil {
 			httputil.WriteError(w, r, a.Log, err)
+			return
+		}
+		if dev.IsGuest && !guests {
+			httputil.WriteError(w, r, a.Log, httputil.Err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not allowed here"))
 			return
 		}
 		h.ServeHTTP(w, r.WithContext(WithDevice(r.Context(), dev)))
@@ -80,14 +92,14 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Device, error) {
 	if tok == "" {
 		return nil, httputil.Err(401, "M_MISSING_TOKEN", "Missing access token")
 	}
-	lp, dev, err := a.Lookup(r.Context(), HashToken(tok))
+	lp, dev, guest, err := a.Lookup(r.Context(), HashToken(tok))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, &httputil.Error{Status: 401, Code: "M_UNKNOWN_TOKEN", Message: "Unknown access token", Extra: map[string]any{"soft_logout": false}}
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &Device{UserID: "@" + lp + ":" + a.ServerName, Localpart: lp, DeviceID: dev}, nil
+	return &Device{UserID: "@" + lp + ":" + a.ServerName, Localpart: lp, DeviceID: dev, IsGuest: guest}, nil
 }
 
 // NewToken returns a new random access token (256 bits).

@@ -42,6 +42,8 @@ type Config struct {
 		Open bool `yaml:"open"`
 		// SharedSecret enables /_synapse/admin/v1/register (empty: off).
 		SharedSecret string `yaml:"shared_secret"`
+		// Guests allows guest accounts (register?kind=guest).
+		Guests bool `yaml:"guests"`
 	} `yaml:"registration"`
 
 	// BcryptCost is the password hashing cost (4..31).

@@ -52,6 +52,7 @@ func Generate(opts GenerateOptions) (string, error) {
 	c.AppServiceConfigFiles = opts.AppServiceFiles
 	if opts.TestNetwork {
 		c.Registration.Open = true
+		c.Registration.Guests = true
 		c.RateLimits.Enabled = false
 		c.Federation.SkipTLSVerify = true
 		c.Federation.AllowPrivatePeers = true
