@@ -148,8 +148,8 @@ func (s *Server) StrippedState(ctx context.Context, roomID string) ([]map[string
 	return out, nil
 }
 
-// sameContent compares event content with a content map, canonically.
-func sameContent(have []byte, want map[string]any) bool {
+// sameContent compares event content with new content, canonically.
+func sameContent(have []byte, want any) bool {
 	b, err := json.Marshal(want)
 	if err != nil {
 		return false

@@ -415,6 +415,17 @@ func (s *Server) Send(ctx context.Context, roomID, sender, evType string, stateK
 			return nil, err
 		}
 	}
+	// Setting state to what it already is, by the same sender, changes
+	// nothing: answer with the current event instead of a new one.
+	if stateKey != nil {
+		if nid, ok := r.state[storage.StateKey{Type: evType, StateKey: *stateKey}]; ok {
+			cur := r.pdus[nid]
+			if string(cur.SenderID()) == sender && sameContent(cur.Content(), content) {
+				r.mu.Unlock()
+				return s.Event(ctx, nid)
+			}
+		}
+	}
 	return s.storeUnlocked(s.buildAndStore(ctx, r, sender, evType, stateKey, content, opts))(r)
 }
 
@@ -437,21 +448,24 @@ func (s *Server) storeUnlocked(e *storage.Event, wait func() error, err error) f
 // for local clients we refuse up front).
 func (s *Server) checkRedaction(ctx context.Context, r *room, sender, target string) error {
 	ev, err := s.db.EventByID(ctx, target)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && ev.RoomID != r.id) {
-		return httputil.NotFound("Event not found")
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return err
 	}
-	if ev.Sender == sender {
+	if err == nil && ev.RoomID != r.id {
+		return httputil.InvalidParam("The event is in another room")
+	}
+	if err == nil && ev.Sender == sender {
 		return nil
 	}
-	pl, err := r.powerLevels()
-	if err != nil {
-		return err
+	pl, perr := r.powerLevels()
+	if perr != nil {
+		return perr
 	}
 	if r.userLevel(pl, sender) >= pl.Redact {
 		return nil
+	}
+	if err != nil {
+		return httputil.NotFound("Event not found")
 	}
 	return httputil.Forbidden("You may not redact this event")
 }
