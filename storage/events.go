@@ -224,3 +224,17 @@ func EscapeLike(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 	return r.Replace(s)
 }
+
+// RoomsWithEvents returns the rooms with events in (from, to]; for the
+// short ranges of incremental syncs this is a small range scan.
+func (db *DB) RoomsWithEvents(ctx context.Context, from, to int64) (map[string]bool, error) {
+	rooms, err := queryStrings(ctx, db.R(), `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(rooms))
+	for _, r := range rooms {
+		out[r] = true
+	}
+	return out, nil
+}

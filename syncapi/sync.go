@@ -44,6 +44,7 @@ func parseToken(s string) (Token, error) {
 }
 
 type syncRequest struct {
+	active    map[string]bool // rooms with events in (since, to]; nil: unknown
 	ignored   map[string]bool // senders the user ignores (m.ignored_user_list)
 	dev       *auth.Device
 	since     *Token
@@ -192,6 +193,12 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 	joinedRooms, err := s.db.RoomsByMembership(ctx, userID, spec.Join)
 	if err != nil {
 		return nil, err
+	}
+	req.active = nil
+	if req.since != nil {
+		if req.active, err = s.db.RoomsWithEvents(ctx, since.Pos, req.to.Pos); err != nil {
+			return nil, err
+		}
 	}
 	joinedSet := map[string]bool{}
 	var newRooms []string
@@ -421,7 +428,9 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 	}
 	var timeline []*storage.Event
 	limited := false
-	if limit > 0 {
+	if limit > 0 && !full && req.active != nil && !req.active[roomID] {
+		// Nothing new in this room: no timeline query.
+	} else if limit > 0 {
 		// Walk back from `to` until the filter has let `limit` events
 		// through or the range is exhausted.
 		upper := to
@@ -472,11 +481,9 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 		first := timeline[0]
 		tl["prev_batch"] = topoToken(first.Depth, first.StreamPos-1)
 	} else {
-		tp, err := s.db.TopoPosAtStream(ctx, roomID, to)
-		if err != nil {
-			return nil, false, err
-		}
-		tl["prev_batch"] = topoToken(tp.Depth, tp.Stream)
+		// A stream token pages from the same place (see parseTopo) and
+		// costs no query.
+		tl["prev_batch"] = Token{Pos: to, EPos: req.to.EPos}.String()
 	}
 
 	// State: the state at the start of the timeline, or what changed
@@ -485,7 +492,7 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 	var startSnap int64
 	if len(timeline) > 0 {
 		startSnap = timeline[0].BeforeSnapshot
-	} else {
+	} else if full || limited {
 		last, err := s.db.LatestEventAtStream(ctx, roomID, to)
 		if err == nil {
 			startSnap = last.AfterSnapshot
@@ -578,7 +585,6 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 	rr["state"].(map[string]any)["events"] = stEvents
 
 	if kind == spec.Join {
-		rr["summary"] = s.summary(ctx, roomID, userID)
 		eph := []any{}
 		epos := since.EPos
 		if full {
@@ -612,6 +618,9 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 				rr["account_data"].(map[string]any)["events"] = ads
 			}
 		}
+	}
+	if kind == spec.Join && (nonEmpty || full) {
+		rr["summary"] = s.summary(ctx, roomID, userID)
 	}
 	return rr, nonEmpty, nil
 }
