@@ -88,13 +88,13 @@ func (u *uiaSessions) setResult(id, localpart string) {
 
 func uiaChallenge(session string, stage string) *httputil.Error {
 	return &httputil.Error{Status: 401, Code: "M_FORBIDDEN", Message: "Additional authentication required",
-		Extra: map[string]any{"flows": []any{map[string]any{"stages": []string{stage}}}, "params": map[string]any{}, "session": session}}
+		Extra: map[string]any{"flows": []any{map[string]any{"stages": []string{stage}}}, "params": map[string]any{}, "session": session, "completed": []string{}}}
 }
 
 // uiaChallengeBody is a 401 UIA response without an error (first round).
 func uiaFirst(session, stage string) httputil.Response {
 	return httputil.Response{Status: 401, Body: map[string]any{
-		"flows": []any{map[string]any{"stages": []string{stage}}}, "params": map[string]any{}, "session": session}}
+		"flows": []any{map[string]any{"stages": []string{stage}}}, "params": map[string]any{}, "session": session, "completed": []string{}}}
 }
 
 // register handles POST /register (spec: "Account registration").
@@ -388,7 +388,7 @@ func (a *API) checkPasswordAuth(r *http.Request, body []byte, d *auth.Device) er
 	if !authObj.Exists() {
 		s := a.uia.new()
 		return &httputil.Error{Status: 401, Code: "", Message: "", Extra: map[string]any{
-			"flows": []any{map[string]any{"stages": []string{"m.login.password"}}}, "params": map[string]any{}, "session": s}}
+			"flows": []any{map[string]any{"stages": []string{"m.login.password"}}}, "params": map[string]any{}, "session": s, "completed": []string{}}}
 	}
 	if authObj.Get("type").Str != "m.login.password" {
 		return uiaChallenge(authObj.Get("session").Str, "m.login.password")
