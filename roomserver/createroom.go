@@ -179,6 +179,9 @@ func (s *Server) CreateRoom(ctx context.Context, creator string, profile Creator
 		if overridden[storage.StateKey{Type: p.typ}] {
 			continue
 		}
+		if p.typ == "m.room.guest_access" && guest == "forbidden" {
+			continue // forbidden is what no event means
+		}
 		if err := send(p.typ, &empty, p.content); err != nil {
 			return "", err
 		}

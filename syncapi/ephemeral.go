@@ -129,7 +129,7 @@ func (e *ephemeral) setPresence(userID, state string, statusMsg *string, active 
 	}
 	wasActive := now.Sub(p.lastActive) < currentlyActive
 	p.state = state
-	if active {
+	if active || p.lastActive.IsZero() {
 		p.lastActive = now
 		if !wasActive {
 			changed = true

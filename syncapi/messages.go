@@ -169,12 +169,10 @@ func (s *Sync) messages(r *http.Request) (any, error) {
 		}
 	}
 	resp := map[string]any{"chunk": chunk, "start": start}
-	// end is omitted when there is nothing further (spec); after a
-	// non-empty chunk it is given anyway (older clients and sytest expect
-	// it) and the next page is empty.
-	if !done || len(chunk) > 0 {
-		resp["end"] = topoToken(pos.Depth, pos.Stream)
-	}
+	// The spec lets end be omitted when there is nothing further; older
+	// clients (and sytest) expect it always, so it is always given and the
+	// page after the last one is empty.
+	resp["end"] = topoToken(pos.Depth, pos.Stream)
 	if f.LazyLoadMembers && len(senders) > 0 {
 		var state []json.RawMessage
 		for u := range senders {

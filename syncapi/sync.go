@@ -179,7 +179,9 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 	rf := &req.filter.Room
 
 	// Membership changes in range decide which rooms are new, left or invited.
+	// firstMembership's predecessor tells the membership at `since`.
 	latestMembership := map[string]*storage.Event{}
+	firstMembership := map[string]*storage.Event{}
 	if req.since != nil {
 		evs, err := s.db.MembershipEvents(ctx, userID, since.Pos, req.to.Pos)
 		if err != nil {
@@ -187,6 +189,9 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 		}
 		for _, e := range evs {
 			latestMembership[e.RoomID] = e
+			if firstMembership[e.RoomID] == nil {
+				firstMembership[e.RoomID] = e
+			}
 		}
 	}
 
@@ -213,7 +218,7 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 			// join happened after req.to. Pick it up next time.
 			continue
 		}
-		newlyJoined := req.since == nil || (me != nil && !s.wasJoinedBefore(ctx, me))
+		newlyJoined := req.since == nil || (me != nil && !s.wasJoinedBefore(ctx, firstMembership[roomID]))
 		rr, nonEmpty, err := s.roomData(ctx, req, roomID, since, req.to.Pos, newlyJoined || req.fullState, spec.Join)
 		if err != nil {
 			return nil, err
@@ -260,7 +265,7 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 			}
 			// A rejected invite or a leave from a room we never saw still
 			// shows up, so clients can drop the invite.
-			rr, _, err := s.roomData(ctx, req, roomID, since, me.StreamPos, req.fullState || !s.wasJoinedBefore(ctx, me), "leave")
+			rr, _, err := s.roomData(ctx, req, roomID, since, me.StreamPos, req.fullState || !s.wasJoinedBefore(ctx, firstMembership[roomID]), "leave")
 			if err != nil {
 				return nil, err
 			}
@@ -351,14 +356,10 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 		// Members of rooms joined in this sync: their presence is new to us.
 		for _, roomID := range newRooms {
 			members, _ := s.rs.MembersWith(ctx, roomID, spec.Join)
-			fresh := map[string]bool{}
 			for _, m := range members {
 				if _, ok := changed[m]; !ok {
-					fresh[m] = true
+					changed[m], _ = s.eph.presenceOf(m) // offline if never seen
 				}
-			}
-			for u, c := range s.eph.presenceSince(fresh, 0) {
-				changed[u] = c
 			}
 		}
 		if len(changed) > 0 {
@@ -434,15 +435,19 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 		// Walk back from `to` until the filter has let `limit` events
 		// through or the range is exhausted.
 		upper := to
-		for rounds := 0; rounds < 10 && len(timeline) < limit; rounds++ {
-			evs, more, err := s.db.RoomEventsInRange(ctx, roomID, from, upper, limit)
+		batch := limit
+		if rf.Timeline.Types != nil || rf.Timeline.NotTypes != nil || rf.Timeline.Senders != nil || rf.Timeline.NotSenders != nil || len(req.ignored) > 0 {
+			batch = max(limit*2, 50) // the filter will drop some
+		}
+		for rounds := 0; rounds < 20 && len(timeline) < limit; rounds++ {
+			evs, more, err := s.db.RoomEventsInRange(ctx, roomID, from, upper, batch)
 			if err != nil {
 				return nil, false, err
 			}
 			if len(evs) > 0 {
 				upper = evs[0].StreamPos - 1
 			}
-			vis, err := s.rs.VisibleEvents(ctx, userID, evs)
+			vis, err := s.visibleWithCurrentState(ctx, userID, evs)
 			if err != nil {
 				return nil, false, err
 			}
@@ -609,15 +614,6 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 			rr["ephemeral"].(map[string]any)["events"] = eph
 			nonEmpty = true
 		}
-		if full || req.since == nil {
-			ads, err := s.roomAccountData(ctx, req.dev.Localpart, roomID)
-			if err != nil {
-				return nil, false, err
-			}
-			if len(ads) > 0 {
-				rr["account_data"].(map[string]any)["events"] = ads
-			}
-		}
 	}
 	if kind == spec.Join && (nonEmpty || full) {
 		rr["summary"] = s.summary(ctx, roomID, userID)
@@ -625,24 +621,6 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 	return rr, nonEmpty, nil
 }
 
-func (s *Sync) roomAccountData(ctx context.Context, localpart, roomID string) ([]any, error) {
-	// Initial syncs read every entry; AccountDataSince(0, now) is that.
-	pos, err := s.db.StreamPos(ctx)
-	if err != nil {
-		return nil, err
-	}
-	ads, err := s.db.AccountDataSince(ctx, localpart, 0, pos)
-	if err != nil {
-		return nil, err
-	}
-	var out []any
-	for _, ad := range ads {
-		if ad.RoomID == roomID {
-			out = append(out, map[string]any{"type": ad.Type, "content": json.RawMessage(ad.Content)})
-		}
-	}
-	return out, nil
-}
 
 // stateDelta returns the state events in snapshot `to` that differ from
 // the room's state at stream position since.
@@ -749,4 +727,31 @@ func (s *Sync) summary(ctx context.Context, roomID, userID string) map[string]an
 		out["m.heroes"] = heroes
 	}
 	return out
+}
+
+// visibleWithCurrentState is history visibility for a joined room's
+// timeline, except that state events which are still the room's current
+// state are kept: a member must learn the room's present state (e.g. who
+// joined while they were away) even when history rules hide the moment it
+// changed.
+func (s *Sync) visibleWithCurrentState(ctx context.Context, userID string, evs []*storage.Event) ([]*storage.Event, error) {
+	vis, err := s.rs.VisibleEvents(ctx, userID, evs)
+	if err != nil || len(vis) == len(evs) {
+		return vis, err
+	}
+	ok := make(map[int64]bool, len(vis))
+	for _, e := range vis {
+		ok[e.NID] = true
+	}
+	out := make([]*storage.Event, 0, len(evs))
+	for _, e := range evs {
+		if !ok[e.NID] && e.StateKey != nil {
+			cur, err := s.rs.CurrentStateEvent(ctx, e.RoomID, e.Type, *e.StateKey)
+			ok[e.NID] = err == nil && cur != nil && cur.NID == e.NID
+		}
+		if ok[e.NID] {
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }

@@ -73,7 +73,7 @@ func TestTwoUserStory(t *testing.T) {
 					reachedCreate = true
 				}
 			}
-			if !page.Get("end").Exists() {
+			if !page.Get("end").Exists() || len(page.Get("chunk").Array()) == 0 {
 				break
 			}
 			from = page.Get("end").Str
