@@ -621,7 +621,6 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 	return rr, nonEmpty, nil
 }
 
-
 // stateDelta returns the state events in snapshot `to` that differ from
 // the room's state at stream position since.
 func (s *Sync) stateDelta(ctx context.Context, roomID string, since int64, toSnap int64) ([]*storage.Event, error) {
