@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sort"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -377,16 +378,21 @@ func (a *API) publicRooms(r *http.Request) (any, error) {
 		limit = parseInt(q.Get("limit"))
 		since = parseInt(q.Get("since"))
 	}
-	ids, err := a.db.PublishedRooms(r.Context())
+	rooms, err := a.db.PublishedRoomStates(r.Context())
 	if err != nil {
 		return nil, err
 	}
-	chunk := []map[string]any{}
-	for _, id := range ids {
-		entry, err := a.publicRoomEntry(r, id)
-		if err != nil {
-			return nil, err
+	// Most joined members first (spec: "Listing rooms"), then by room ID so
+	// that pages are stable.
+	sort.Slice(rooms, func(i, j int) bool {
+		if rooms[i].JoinedCount != rooms[j].JoinedCount {
+			return rooms[i].JoinedCount > rooms[j].JoinedCount
 		}
+		return rooms[i].RoomID < rooms[j].RoomID
+	})
+	chunk := []map[string]any{}
+	for _, room := range rooms {
+		entry := publicRoomEntry(room)
 		if filter != "" {
 			name, _ := entry["name"].(string)
 			topic, _ := entry["topic"].(string)
@@ -415,16 +421,12 @@ func (a *API) publicRooms(r *http.Request) (any, error) {
 	return resp, nil
 }
 
-func (a *API) publicRoomEntry(r *http.Request, roomID string) (map[string]any, error) {
-	evs, err := a.rs.CurrentState(r.Context(), roomID)
-	if err != nil {
-		return nil, err
-	}
-	e := map[string]any{"room_id": roomID, "world_readable": false, "guest_can_join": false, "num_joined_members": 0, "join_rule": "public"}
-	joined := 0
-	for _, ev := range evs {
-		c := gjson.GetBytes(ev.JSON, "content")
-		switch ev.Type {
+func publicRoomEntry(room *storage.PublicRoomState) map[string]any {
+	e := map[string]any{"room_id": room.RoomID, "world_readable": false, "guest_can_join": false,
+		"num_joined_members": room.JoinedCount, "join_rule": "public"}
+	for typ, js := range room.State {
+		c := gjson.GetBytes(js, "content")
+		switch typ {
 		case spec.MRoomName:
 			e["name"] = c.Get("name").Str
 		case spec.MRoomTopic:
@@ -445,12 +447,7 @@ func (a *API) publicRoomEntry(r *http.Request, roomID string) (map[string]any, e
 			if t := c.Get("type"); t.Type == gjson.String {
 				e["room_type"] = t.Str
 			}
-		case spec.MRoomMember:
-			if c.Get("membership").Str == spec.Join {
-				joined++
-			}
 		}
 	}
-	e["num_joined_members"] = joined
-	return e, nil
+	return e
 }

@@ -68,10 +68,6 @@ func (db *DB) GetRoom(ctx context.Context, roomID string) (*Room, error) {
 	return &r, nil
 }
 
-// PublishedRooms lists the rooms in the public directory.
-func (db *DB) PublishedRooms(ctx context.Context) ([]string, error) {
-	return queryStrings(ctx, db.R(), `SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_id`)
-}
 
 // NewSnapshot stores snapshot id, the state after applying delta to the
 // parent snapshot. full is the complete resulting state; it is written out
@@ -202,6 +198,60 @@ func queryStrings(ctx context.Context, q Querier, query string, args ...any) ([]
 			return nil, err
 		}
 		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// PublicRoomState is what the public room directory shows of one room.
+type PublicRoomState struct {
+	RoomID      string
+	JoinedCount int
+	// State holds the content of the directory-relevant state events, by type.
+	State map[string][]byte
+}
+
+// PublishedRoomStates returns every published room with its joined member
+// count and the current content of the state events the directory shows,
+// in two queries.
+func (db *DB) PublishedRoomStates(ctx context.Context) ([]*PublicRoomState, error) {
+	rows, err := db.R().QueryContext(ctx, `SELECT r.room_id, COUNT(cs.state_key) FROM rooms r
+		LEFT JOIN current_state cs ON cs.room_id = r.room_id AND cs.type = 'm.room.member' AND cs.membership = 'join'
+		WHERE r.published = 1 GROUP BY r.room_id`)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]*PublicRoomState{}
+	var out []*PublicRoomState
+	for rows.Next() {
+		p := &PublicRoomState{State: map[string][]byte{}}
+		if err := rows.Scan(&p.RoomID, &p.JoinedCount); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		byID[p.RoomID] = p
+		out = append(out, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows, err = db.R().QueryContext(ctx, `SELECT cs.room_id, cs.type, e.json FROM current_state cs
+		JOIN rooms r ON r.room_id = cs.room_id AND r.published = 1
+		JOIN events e ON e.stream_pos = cs.event_nid
+		WHERE cs.state_key = '' AND cs.type IN ('m.room.name', 'm.room.topic', 'm.room.canonical_alias', 'm.room.avatar',
+			'm.room.history_visibility', 'm.room.guest_access', 'm.room.join_rules', 'm.room.create')`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var roomID, typ, js string
+		if err := rows.Scan(&roomID, &typ, &js); err != nil {
+			return nil, err
+		}
+		if p := byID[roomID]; p != nil {
+			p.State[typ] = []byte(js)
+		}
 	}
 	return out, rows.Err()
 }
