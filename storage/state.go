@@ -68,7 +68,6 @@ func (db *DB) GetRoom(ctx context.Context, roomID string) (*Room, error) {
 	return &r, nil
 }
 
-
 // NewSnapshot stores snapshot id, the state after applying delta to the
 // parent snapshot. full is the complete resulting state; it is written out
 // instead of a delta when the parent's chain is long. IDs are stream
