@@ -185,9 +185,11 @@ func (a *API) send(r *http.Request) (any, error) {
 	if d.IsGuest && v["eventType"] != "m.room.message" {
 		return nil, httputil.Err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may only send messages")
 	}
-	txnID := v["txnId"]
-	if id, err := a.db.TxnEventID(r.Context(), d.Localpart, d.DeviceID, txnID); err == nil {
-		return map[string]any{"event_id": id}, nil
+	txnID := v["txnId"] // empty for the older POST form, which is not idempotent
+	if txnID != "" {
+		if id, err := a.db.TxnEventID(r.Context(), d.Localpart, d.DeviceID, txnID); err == nil {
+			return map[string]any{"event_id": id}, nil
+		}
 	}
 	body, err := httputil.ReadBody(r, 65536, false)
 	if err != nil {

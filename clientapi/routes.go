@@ -54,6 +54,7 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 		c.Handle("/rooms/{roomId}/leave", guestOK(a.membership("leave"))).Methods("POST")
 		c.Handle("/rooms/{roomId}/forget", authed(a.forget)).Methods("POST")
 		c.Handle("/rooms/{roomId}/send/{eventType}/{txnId}", guestOK(a.send)).Methods("PUT")
+		c.Handle("/rooms/{roomId}/send/{eventType}", guestOK(a.send)).Methods("POST")
 		c.Handle("/rooms/{roomId}/redact/{eventId}/{txnId}", authed(a.redact)).Methods("PUT")
 		c.Handle("/rooms/{roomId}/state", guestOK(a.getState)).Methods("GET")
 		c.Handle("/rooms/{roomId}/state/{eventType}", guestOK(a.getStateEvent)).Methods("GET")

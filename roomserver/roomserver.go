@@ -200,6 +200,11 @@ func (s *Server) buildAndStore(ctx context.Context, r *room, sender, evType stri
 	if err != nil {
 		return nil, nil, httputil.BadJSON("Bad content")
 	}
+	// Events may not exceed 65536 bytes (spec: "Size limits"); leave room
+	// for the envelope.
+	if len(raw) > 65536-1024 {
+		return nil, nil, httputil.Err(413, "M_TOO_LARGE", "Event too large")
+	}
 	prev := r.extremities
 	if len(prev) > 20 {
 		prev = prev[:20]

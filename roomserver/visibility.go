@@ -9,6 +9,9 @@ import (
 	"repeater/storage"
 )
 
+// visRank orders history visibility settings from most to least restrictive.
+var visRank = map[string]int{"joined": 1, "invited": 2, "shared": 3, "world_readable": 4}
+
 // visAt is what history visibility needs from one snapshot.
 type visAt struct {
 	visibility string
@@ -43,8 +46,16 @@ func (s *Server) VisibleEvents(ctx context.Context, userID string, evs []*storag
 				membership = m
 			}
 		}
+		visibility := v.visibility
+		if e.Type == spec.MRoomHistoryVisibility && e.StateKey != nil && *e.StateKey == "" {
+			// A visibility change is shown under the more permissive of the
+			// old and new settings, so members see the boundary.
+			if nv := gjson.GetBytes(e.JSON, "content.history_visibility").Str; visRank[nv] > visRank[visibility] {
+				visibility = nv
+			}
+		}
 		visible := false
-		switch v.visibility {
+		switch visibility {
 		case "world_readable":
 			visible = true
 		case "joined":
