@@ -173,8 +173,8 @@ func (s *Sync) messages(r *http.Request) (any, error) {
 	// clients (and sytest) expect it always, so it is always given and the
 	// page after the last one is empty.
 	resp["end"] = topoToken(pos.Depth, pos.Stream)
-	if f.LazyLoadMembers && len(senders) > 0 {
-		var state []json.RawMessage
+	if f.LazyLoadMembers {
+		state := []json.RawMessage{}
 		for u := range senders {
 			if ev, err := s.rs.CurrentStateEvent(ctx, roomID, spec.MRoomMember, u); err == nil && ev != nil {
 				state = append(state, s.rs.ClientEvent(ctx, ev, d.UserID, d.DeviceID))

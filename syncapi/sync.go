@@ -485,6 +485,12 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 		nonEmpty = true
 		first := timeline[0]
 		tl["prev_batch"] = topoToken(first.Depth, first.StreamPos-1)
+		if first.Type == spec.MRoomCreate {
+			// Nothing precedes the create event. Pointing just after it
+			// (rather than at an empty page) lets clients that always page
+			// once, sytest among them, find the room's beginning.
+			tl["prev_batch"] = topoToken(first.Depth, first.StreamPos)
+		}
 	} else {
 		// A stream token pages from the same place (see parseTopo) and
 		// costs no query.
