@@ -372,11 +372,11 @@ func (a *API) publicRooms(r *http.Request) (any, error) {
 			return nil, err
 		}
 		limit = gjson.GetBytes(body, "limit").Int()
-		since = parseInt(gjson.GetBytes(body, "since").Str)
+		since = parseDirToken(gjson.GetBytes(body, "since").String())
 		filter = strings.ToLower(gjson.GetBytes(body, "filter.generic_search_term").Str)
 	} else {
 		limit = parseInt(q.Get("limit"))
-		since = parseInt(q.Get("since"))
+		since = parseDirToken(q.Get("since"))
 	}
 	rooms, err := a.db.PublishedRoomStates(r.Context())
 	if err != nil {
@@ -412,10 +412,10 @@ func (a *API) publicRooms(r *http.Request) (any, error) {
 	resp := map[string]any{"total_room_count_estimate": total}
 	if limit > 0 && int(limit) < len(chunk) {
 		chunk = chunk[:limit]
-		resp["next_batch"] = itoa(since + limit)
+		resp["next_batch"] = "p" + itoa(since+limit)
 	}
 	if since > 0 {
-		resp["prev_batch"] = itoa(max(0, since-max(limit, 1)))
+		resp["prev_batch"] = "p" + itoa(max(0, since-max(limit, 1)))
 	}
 	resp["chunk"] = chunk
 	return resp, nil
@@ -450,4 +450,10 @@ func publicRoomEntry(room *storage.PublicRoomState) map[string]any {
 		}
 	}
 	return e
+}
+
+// Directory page tokens are "p<offset>" (never a bare "0", which some
+// clients treat as no token); bare numbers are accepted too.
+func parseDirToken(s string) int64 {
+	return max(0, parseInt(strings.TrimPrefix(s, "p")))
 }

@@ -44,6 +44,7 @@ func parseToken(s string) (Token, error) {
 }
 
 type syncRequest struct {
+	newMembers []string // users who joined a shared room in this sync's range
 	active    map[string]bool // rooms with events in (since, to]; nil: unknown
 	ignored   map[string]bool // senders the user ignores (m.ignored_user_list)
 	dev       *auth.Device
@@ -199,7 +200,7 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 	if err != nil {
 		return nil, err
 	}
-	req.active = nil
+	req.active, req.newMembers = nil, nil
 	if req.since != nil {
 		if req.active, err = s.db.RoomsWithEvents(ctx, since.Pos, req.to.Pos); err != nil {
 			return nil, err
@@ -353,7 +354,13 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 			epos = 0
 		}
 		changed := s.eph.presenceSince(users, epos)
-		// Members of rooms joined in this sync: their presence is new to us.
+		// People who joined our rooms: their presence is new to us.
+		for _, m := range req.newMembers {
+			if _, ok := changed[m]; !ok {
+				changed[m], _ = s.eph.presenceOf(m)
+			}
+		}
+		// Members of rooms joined in this sync: likewise.
 		for _, roomID := range newRooms {
 			members, _ := s.rs.MembersWith(ctx, roomID, spec.Join)
 			for _, m := range members {
@@ -478,9 +485,15 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 		tlEvents = append(tlEvents, s.rs.ClientEvent(ctx, e, userID, req.dev.DeviceID))
 		senders[e.Sender] = true
 		inTimeline[e.EventID] = true
+		if e.Type == spec.MRoomMember && e.StateKey != nil && *e.StateKey != userID && kind == spec.Join &&
+			gjson.GetBytes(e.JSON, "content.membership").Str == spec.Join {
+			req.newMembers = append(req.newMembers, *e.StateKey)
+		}
 	}
 	tl["events"] = tlEvents
-	tl["limited"] = limited && !full || (full && limited)
+	// A room joined since the last sync is marked limited, so clients
+	// start its timeline afresh.
+	tl["limited"] = limited || (full && req.since != nil && kind == spec.Join)
 	if len(timeline) > 0 {
 		nonEmpty = true
 		first := timeline[0]
