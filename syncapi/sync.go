@@ -44,14 +44,14 @@ func parseToken(s string) (Token, error) {
 }
 
 type syncRequest struct {
-	newMembers []string // users who joined a shared room in this sync's range
-	active    map[string]bool // rooms with events in (since, to]; nil: unknown
-	ignored   map[string]bool // senders the user ignores (m.ignored_user_list)
-	dev       *auth.Device
-	since     *Token
-	to        Token
-	filter    *Filter
-	fullState bool
+	newMembers []string        // users who joined a shared room in this sync's range
+	active     map[string]bool // rooms with events in (since, to]; nil: unknown
+	ignored    map[string]bool // senders the user ignores (m.ignored_user_list)
+	dev        *auth.Device
+	since      *Token
+	to         Token
+	filter     *Filter
+	fullState  bool
 }
 
 type roomResp map[string]any
