@@ -482,7 +482,7 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 	senders := map[string]bool{}
 	inTimeline := map[string]bool{}
 	for _, e := range timeline {
-		tlEvents = append(tlEvents, s.rs.ClientEvent(ctx, e, userID, req.dev.DeviceID))
+		tlEvents = append(tlEvents, s.render(ctx, req, e))
 		senders[e.Sender] = true
 		inTimeline[e.EventID] = true
 		if e.Type == spec.MRoomMember && e.StateKey != nil && *e.StateKey != userID && kind == spec.Join &&
@@ -593,7 +593,7 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 			}
 			sent[u] = e.EventID
 		}
-		stEvents = append(stEvents, s.rs.ClientEvent(ctx, e, userID, req.dev.DeviceID))
+		stEvents = append(stEvents, s.render(ctx, req, e))
 	}
 	if lazy {
 		for _, e := range timeline {
@@ -772,4 +772,13 @@ func (s *Sync) visibleWithCurrentState(ctx context.Context, userID string, evs [
 		}
 	}
 	return out, nil
+}
+
+// render formats an event for a sync response: the client format, or the
+// event as stored when the filter asks for event_format "federation".
+func (s *Sync) render(ctx context.Context, req *syncRequest, e *storage.Event) json.RawMessage {
+	if req.filter.EventFormat == "federation" {
+		return s.rs.ClientJSON(ctx, e)
+	}
+	return s.rs.ClientEvent(ctx, e, req.dev.UserID, req.dev.DeviceID)
 }
