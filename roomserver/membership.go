@@ -2,7 +2,6 @@ package roomserver
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"strings"
 
@@ -10,18 +9,13 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
 
+	"repeater/internal/auth"
 	"repeater/internal/httputil"
 	"repeater/storage"
 )
 
 func randomID(n int) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	b := make([]byte, n)
-	rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
+	return auth.RandomString(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 }
 
 func localpartOf(userID string) string {

@@ -101,38 +101,29 @@ func (db *DB) EventByID(ctx context.Context, eventID string) (*Event, error) {
 
 // EventsByNIDs returns the events with the given NIDs (any order).
 func (db *DB) EventsByNIDs(ctx context.Context, nids []int64) ([]*Event, error) {
-	var out []*Event
-	for len(nids) > 0 {
-		n := min(len(nids), 500)
-		args := make([]any, n)
-		for i := range args {
-			args[i] = nids[i]
-		}
-		evs, err := scanEvents(db.R().QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE stream_pos IN (`+inList(1, n)+`)`, args...))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, evs...)
-		nids = nids[n:]
-	}
-	return out, nil
+	return eventsWhereIn(ctx, db, "stream_pos", nids)
 }
 
 // EventsByIDs returns the stored events among ids (any order).
 func (db *DB) EventsByIDs(ctx context.Context, ids []string) ([]*Event, error) {
+	return eventsWhereIn(ctx, db, "event_id", ids)
+}
+
+// eventsWhereIn fetches events whose column is one of vals, in chunks.
+func eventsWhereIn[T any](ctx context.Context, db *DB, column string, vals []T) ([]*Event, error) {
 	var out []*Event
-	for len(ids) > 0 {
-		n := min(len(ids), 500)
+	for len(vals) > 0 {
+		n := min(len(vals), 500)
 		args := make([]any, n)
 		for i := range args {
-			args[i] = ids[i]
+			args[i] = vals[i]
 		}
-		evs, err := scanEvents(db.R().QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE event_id IN (`+inList(1, n)+`)`, args...))
+		evs, err := scanEvents(db.R().QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE `+column+` IN (`+inList(1, n)+`)`, args...))
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, evs...)
-		ids = ids[n:]
+		vals = vals[n:]
 	}
 	return out, nil
 }

@@ -109,13 +109,22 @@ func NewToken() string {
 	return "rpt_" + base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// NewID returns a random identifier of n bytes' entropy, upper-case letters.
-func NewID(n int) string {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+// NewID returns a random identifier of n upper-case letters (device IDs,
+// UIA sessions).
+func NewID(n int) string { return RandomString(n, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") }
+
+// RandomString returns n characters drawn uniformly from alphabet (at most
+// 256 characters) by a cryptographic random source.
+func RandomString(n int, alphabet string) string {
 	b := make([]byte, n)
-	rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
+	limit := 256 - 256%len(alphabet) // reject bytes that would bias the draw
+	for i := 0; i < n; {
+		var c [1]byte
+		rand.Read(c[:])
+		if int(c[0]) < limit {
+			b[i] = alphabet[int(c[0])%len(alphabet)]
+			i++
+		}
 	}
 	return string(b)
 }
