@@ -45,6 +45,18 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// Whatever happens, the process does not outlive the test.
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				t.Error("server did not stop on SIGTERM within 10s")
+			}
+		})
 		waitReady(t, port)
 		return cmd
 	}
@@ -83,15 +95,13 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 	}
 	time.Sleep(700 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
 	close(stop)
 	wg.Wait()
 	if len(acked) == 0 {
 		t.Fatal("no writes were acknowledged before the kill")
 	}
 
-	cmd = start()
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	start()
 	for id := range acked {
 		st, res := alice.do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/event/"+url.PathEscape(id), nil)
 		if st != 200 {
