@@ -161,3 +161,44 @@ func TestLongPollWakes(t *testing.T) {
 		}
 	})
 }
+
+// TestStateChangeAppearsOnce: across a gap (limited timeline), a state
+// change shows up exactly once — in state or in the timeline — and always
+// with its latest value.
+func TestStateChangeAppearsOnce(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		ts := startTestServer(t, cfg)
+		alice, bob := ts.register("alice"), ts.register("bob")
+		roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
+		bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), nil)
+		filter := url.QueryEscape(`{"room":{"timeline":{"limit":5}}}`)
+		since := bob.must("GET", "/_matrix/client/v3/sync?filter="+filter, nil).Get("next_batch").Str
+		for i := 0; i < 3; i++ {
+			alice.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.topic", map[string]any{"topic": fmt.Sprintf("topic %d", i)})
+		}
+		for i := 0; i < 20; i++ {
+			alice.send(roomID, fmt.Sprintf("filler %d", i))
+		}
+		res := bob.must("GET", "/_matrix/client/v3/sync?filter="+filter+"&since="+url.QueryEscape(since), nil)
+		room := res.Get("rooms.join." + gjson.Escape(roomID))
+		if !room.Get("timeline.limited").Bool() {
+			t.Fatal("expected a gap")
+		}
+		var topics []string
+		for _, sect := range []string{"state.events", "timeline.events"} {
+			for _, e := range room.Get(sect).Array() {
+				if e.Get("type").Str == "m.room.topic" {
+					topics = append(topics, e.Get("content.topic").Str)
+				}
+			}
+		}
+		if len(topics) != 1 || topics[0] != "topic 2" {
+			t.Fatalf("topic changes seen: %v (want exactly the latest once)", topics)
+		}
+		// And the next sync does not repeat it.
+		res = bob.must("GET", "/_matrix/client/v3/sync?filter="+filter+"&since="+url.QueryEscape(res.Get("next_batch").Str), nil)
+		if res.Get("rooms.join." + gjson.Escape(roomID)).Exists() {
+			t.Fatalf("nothing changed, yet the room came again: %s", res.Get("rooms.join").Raw)
+		}
+	})
+}
