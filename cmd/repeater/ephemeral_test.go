@@ -64,7 +64,7 @@ func TestTypingReceiptsPresence(t *testing.T) {
 			t.Fatalf("presence: %s", p.Raw)
 		}
 		res = bob.must("GET", "/_matrix/client/v3/sync?since="+url.QueryEscape(res.Get("next_batch").Str), nil)
-		if res.Get(`presence.events.#(sender=="` + alice.userID + `").content.status_msg`).Str != "lunch" {
+		if res.Get(`presence.events.#(sender=="`+alice.userID+`").content.status_msg`).Str != "lunch" {
 			t.Fatalf("presence not in sync: %s", res.Get("presence").Raw)
 		}
 		carol := ts.register("carol")
