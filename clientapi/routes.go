@@ -80,6 +80,7 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 		c.Handle("/user/{userId}/rooms/{roomId}/tags/{tag}", authed(a.changeTag(true))).Methods("PUT")
 		c.Handle("/user/{userId}/rooms/{roomId}/tags/{tag}", authed(a.changeTag(false))).Methods("DELETE")
 		c.Handle("/account/3pid", authed(a.threepids)).Methods("GET")
+		c.Handle("/pushrules/", guestOK(a.pushRules)).Methods("GET")
 		c.Handle("/user/{userId}/account_data/{type}", guestOK(a.putAccountData)).Methods("PUT")
 		c.Handle("/user/{userId}/account_data/{type}", guestOK(a.getAccountData)).Methods("GET")
 		c.Handle("/user/{userId}/rooms/{roomId}/account_data/{type}", guestOK(a.putAccountData)).Methods("PUT")
