@@ -169,10 +169,12 @@ func (s *Sync) messages(r *http.Request) (any, error) {
 		}
 	}
 	resp := map[string]any{"chunk": chunk, "start": start}
-	// The spec lets end be omitted when there is nothing further; older
-	// clients (and sytest) expect it always, so it is always given and the
-	// page after the last one is empty.
-	resp["end"] = topoToken(pos.Depth, pos.Stream)
+	// end is omitted when there is nothing further (spec); after a
+	// non-empty chunk it is given (clients expect one), and the page after
+	// the last one is empty, without end.
+	if !done || len(chunk) > 0 {
+		resp["end"] = topoToken(pos.Depth, pos.Stream)
+	}
 	if f.LazyLoadMembers {
 		state := []json.RawMessage{}
 		for u := range senders {
