@@ -30,6 +30,8 @@ function finish(code) {
   console.log(failed.length === 0
     ? `PASS: ${results.length} steps in ${Date.now() - t0} ms`
     : `FAIL: ${failed.length}/${results.length} steps failed: ${failed.map((r) => r.name).join("; ")}`);
+  // The plain summary line CI tooling reads.
+  console.log(`jssdk: ${results.length - failed.length} passed, ${failed.length} failed`);
   process.exit(code ?? (failed.length ? 1 : 0));
 }
 setTimeout(() => {
