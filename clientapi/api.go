@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/tidwall/gjson"
 
@@ -223,25 +224,101 @@ func (a *API) changeTag(put bool) httputil.Handler {
 }
 
 // validateFilter rejects filters whose fields have the wrong types
-// (spec: "Filtering"); lazy-loading flags must be booleans.
+// (spec: "Filtering"): sections must be objects, lists must be lists of
+// strings, room and sender lists must hold room and user IDs, lazy-loading
+// flags must be booleans, limits numbers.
 func validateFilter(body []byte) error {
-	for _, f := range []string{"room.timeline.limit", "limit", "presence.limit", "account_data.limit"} {
-		if v := gjson.GetBytes(body, f); v.Exists() && v.Type != gjson.Number {
-			return httputil.BadJSON(f + " must be a number")
+	f := gjson.ParseBytes(body)
+	if v := f.Get("event_fields"); v.Exists() && !isStringList(v) {
+		return httputil.BadJSON("event_fields must be a list of strings")
+	}
+	if v := f.Get("event_format"); v.Exists() && v.Str != "client" && v.Str != "federation" {
+		return httputil.BadJSON("event_format must be client or federation")
+	}
+	for _, sect := range []string{"presence", "account_data"} {
+		if err := validateEventFilter(f.Get(sect), sect); err != nil {
+			return err
 		}
 	}
-	for _, f := range []string{"event_fields", "room.rooms", "room.not_rooms", "presence.types", "presence.not_types",
-		"account_data.types", "room.timeline.types", "room.timeline.not_types", "room.timeline.senders", "room.timeline.not_senders",
-		"room.state.types", "room.state.not_types"} {
-		if v := gjson.GetBytes(body, f); v.Exists() && !v.IsArray() {
-			return httputil.BadJSON(f + " must be an array")
+	room := f.Get("room")
+	if !room.Exists() {
+		return nil
+	}
+	if !room.IsObject() {
+		return httputil.BadJSON("room must be an object")
+	}
+	for _, k := range []string{"rooms", "not_rooms"} {
+		if err := validateIDList(room.Get(k), "room."+k, "!"); err != nil {
+			return err
 		}
 	}
-	for _, sect := range []string{"state", "timeline"} {
-		for _, f := range []string{"lazy_load_members", "include_redundant_members"} {
-			if v := gjson.GetBytes(body, "room."+sect+"."+f); v.Exists() && v.Type != gjson.True && v.Type != gjson.False {
-				return httputil.BadJSON(f + " must be a boolean")
-			}
+	if v := room.Get("include_leave"); v.Exists() && !v.IsBool() {
+		return httputil.BadJSON("room.include_leave must be a boolean")
+	}
+	for _, sect := range []string{"timeline", "state", "ephemeral", "account_data"} {
+		if err := validateEventFilter(room.Get(sect), "room."+sect); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateEventFilter(v gjson.Result, name string) error {
+	if !v.Exists() {
+		return nil
+	}
+	if !v.IsObject() {
+		return httputil.BadJSON(name + " must be an object")
+	}
+	if l := v.Get("limit"); l.Exists() && l.Type != gjson.Number {
+		return httputil.BadJSON(name + ".limit must be a number")
+	}
+	for _, k := range []string{"types", "not_types"} {
+		if x := v.Get(k); x.Exists() && !isStringList(x) {
+			return httputil.BadJSON(name + "." + k + " must be a list of strings")
+		}
+	}
+	for _, k := range []string{"rooms", "not_rooms"} {
+		if err := validateIDList(v.Get(k), name+"."+k, "!"); err != nil {
+			return err
+		}
+	}
+	for _, k := range []string{"senders", "not_senders"} {
+		if err := validateIDList(v.Get(k), name+"."+k, "@"); err != nil {
+			return err
+		}
+	}
+	for _, k := range []string{"lazy_load_members", "include_redundant_members", "contains_url", "unread_thread_notifications"} {
+		if x := v.Get(k); x.Exists() && !x.IsBool() {
+			return httputil.BadJSON(name + "." + k + " must be a boolean")
+		}
+	}
+	return nil
+}
+
+func isStringList(v gjson.Result) bool {
+	if !v.IsArray() {
+		return false
+	}
+	for _, x := range v.Array() {
+		if x.Type != gjson.String {
+			return false
+		}
+	}
+	return true
+}
+
+func validateIDList(v gjson.Result, name, sigil string) error {
+	if !v.Exists() {
+		return nil
+	}
+	if !isStringList(v) {
+		return httputil.BadJSON(name + " must be a list of strings")
+	}
+	for _, x := range v.Array() {
+		// Room IDs of room version 12 have no server part.
+		if !strings.HasPrefix(x.Str, sigil) || (sigil == "@" && !strings.Contains(x.Str, ":")) || len(x.Str) < 2 {
+			return httputil.BadJSON(name + " holds an invalid ID: " + x.Str)
 		}
 	}
 	return nil
