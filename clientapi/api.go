@@ -18,8 +18,10 @@ import (
 	"repeater/storage"
 )
 
-// UserNotifier is told when a user's own stream data (account data) changes.
+// UserNotifier is told when a user's own stream data (account data) is
+// about to change, and when the change has committed.
 type UserNotifier interface {
+	OnUserDataPending(userID string)
 	OnUserEvent(userID string, pos int64)
 }
 
@@ -105,12 +107,8 @@ func (a *API) putAccountData(r *http.Request) (any, error) {
 	if typ == "m.fully_read" || typ == "m.push_rules" {
 		return nil, httputil.Err(400, "M_BAD_JSON", "Cannot set "+typ+" through this API")
 	}
-	pos, err := a.db.PutAccountData(r.Context(), d.Localpart, vars(r)["roomId"], typ, body)
-	if err != nil {
+	if err := a.putAccountDataNotify(r, d, vars(r)["roomId"], typ, body); err != nil {
 		return nil, err
-	}
-	if a.notify != nil {
-		a.notify.OnUserEvent(d.UserID, pos)
 	}
 	return struct{}{}, nil
 }
@@ -212,12 +210,8 @@ func (a *API) changeTag(put bool) httputil.Handler {
 		if err != nil {
 			return nil, err
 		}
-		pos, err := a.db.PutAccountData(r.Context(), d.Localpart, v["roomId"], "m.tag", content)
-		if err != nil {
+		if err := a.putAccountDataNotify(r, d, v["roomId"], "m.tag", content); err != nil {
 			return nil, err
-		}
-		if a.notify != nil {
-			a.notify.OnUserEvent(d.UserID, pos)
 		}
 		return struct{}{}, nil
 	}
@@ -328,4 +322,16 @@ func validateIDList(v gjson.Result, name, sigil string) error {
 // bound without an identity server or email sender.
 func (a *API) threepids(r *http.Request) (any, error) {
 	return map[string]any{"threepids": []any{}}, nil
+}
+
+// putAccountDataNotify stores account data, telling sync before and after.
+func (a *API) putAccountDataNotify(r *http.Request, d *auth.Device, roomID, typ string, content []byte) error {
+	if a.notify != nil {
+		a.notify.OnUserDataPending(d.UserID)
+	}
+	pos, err := a.db.PutAccountData(r.Context(), d.Localpart, roomID, typ, content)
+	if a.notify != nil {
+		a.notify.OnUserEvent(d.UserID, pos)
+	}
+	return err
 }

@@ -24,9 +24,12 @@ import (
 	"repeater/storage"
 )
 
-// Notifier is told about each committed room event: pos is its stream
-// position, users are the local users whose sync should wake.
+// Notifier is told about each room event twice: when its stream position
+// is reserved (before it can be visible; membershipOf is the user whose
+// membership it changes, if any) and once it is committed (users are the
+// local users whose sync should wake).
 type Notifier interface {
+	OnRoomEventPending(roomID string, pos int64, membershipOf string)
 	OnRoomEvent(roomID string, pos int64, users []string)
 }
 
@@ -349,6 +352,13 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 
 	// Move the in-memory head.
 	e.StreamPos, e.NID = pos[0], pos[0]
+	if s.notify != nil {
+		target := ""
+		if membership != "" {
+			target = *e.StateKey
+		}
+		s.notify.OnRoomEventPending(e.RoomID, e.StreamPos, target)
+	}
 	var newState storage.StateMap
 	if isState {
 		e.AfterSnapshot = pos[1]

@@ -86,7 +86,10 @@ func (s *Sync) putReceipt(r *http.Request, d *auth.Device, roomID, typ, eventID,
 	if err != nil || e.RoomID != roomID {
 		return httputil.NotFound("Event not found")
 	}
-	if _, err := s.db.PutReceipt(r.Context(), storage.Receipt{RoomID: roomID, UserID: d.UserID, Type: typ, ThreadID: thread, EventID: eventID, TS: time.Now().UnixMilli()}); err != nil {
+	s.notifier.idx.pendingReceipt(roomID)
+	pos, err := s.db.PutReceipt(r.Context(), storage.Receipt{RoomID: roomID, UserID: d.UserID, Type: typ, ThreadID: thread, EventID: eventID, TS: time.Now().UnixMilli()})
+	s.notifier.idx.settleReceipt(roomID, pos)
+	if err != nil {
 		return err
 	}
 	if typ == "m.read.private" {
@@ -107,11 +110,10 @@ func (s *Sync) setFullyRead(r *http.Request, d *auth.Device, roomID, eventID str
 		return httputil.NotFound("Event not found")
 	}
 	content := []byte(`{"event_id":` + quote(eventID) + `}`)
-	if _, err := s.db.PutAccountData(r.Context(), d.Localpart, roomID, "m.fully_read", content); err != nil {
-		return err
-	}
-	s.notifier.Wake(d.UserID)
-	return nil
+	s.notifier.OnUserDataPending(d.UserID)
+	pos, err := s.db.PutAccountData(r.Context(), d.Localpart, roomID, "m.fully_read", content)
+	s.notifier.OnUserEvent(d.UserID, pos)
+	return err
 }
 
 // readMarkers handles POST /rooms/{roomId}/read_markers.

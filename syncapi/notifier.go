@@ -11,10 +11,14 @@ import (
 type Notifier struct {
 	mu    sync.Mutex
 	users map[string]chan struct{}
+	idx   *changeIndex
 }
 
-// NewNotifier returns a notifier.
-func NewNotifier() *Notifier { return &Notifier{users: map[string]chan struct{}{}} }
+// NewNotifier returns a notifier; startPos is the stream position at
+// start-up (see changeIndex).
+func NewNotifier(startPos int64) *Notifier {
+	return &Notifier{users: map[string]chan struct{}{}, idx: newChangeIndex(startPos)}
+}
 
 // Listen returns the channel that is closed on the user's next wake-up.
 func (n *Notifier) Listen(userID string) <-chan struct{} {
@@ -40,8 +44,22 @@ func (n *Notifier) Wake(users ...string) {
 	}
 }
 
-// OnRoomEvent implements roomserver.Notifier.
+// OnRoomEventPending implements roomserver.Notifier: an event will commit
+// at pos (membershipOf: whose membership it changes, if anyone's).
+func (n *Notifier) OnRoomEventPending(roomID string, pos int64, membershipOf string) {
+	n.idx.room(roomID, pos, membershipOf)
+}
+
+// OnRoomEvent implements roomserver.Notifier: the event committed.
 func (n *Notifier) OnRoomEvent(roomID string, pos int64, users []string) { n.Wake(users...) }
 
-// OnUserEvent implements clientapi.UserNotifier.
-func (n *Notifier) OnUserEvent(userID string, pos int64) { n.Wake(userID) }
+// OnUserDataPending implements clientapi.UserNotifier: the user's account
+// data is about to change.
+func (n *Notifier) OnUserDataPending(userID string) { n.idx.pendingUser(userID) }
+
+// OnUserEvent implements clientapi.UserNotifier: the change committed at pos
+// (or failed, pos 0).
+func (n *Notifier) OnUserEvent(userID string, pos int64) {
+	n.idx.settleUser(userID, pos)
+	n.Wake(userID)
+}

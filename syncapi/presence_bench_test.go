@@ -26,7 +26,7 @@ func BenchmarkPresence200Users(b *testing.B) {
 	defer db.Close()
 	_, key, _ := ed25519.GenerateKey(nil)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	n := NewNotifier()
+	n := NewNotifier(0)
 	rs := roomserver.New(roomserver.Config{ServerName: "b.local", KeyID: "ed25519:b", PrivateKey: key, DefaultVersion: "10"}, db, n, log)
 	s := New(db, rs, n, true, log)
 	user := func(i int) string { return fmt.Sprintf("@u%d:b.local", i) }

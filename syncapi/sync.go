@@ -92,7 +92,7 @@ func (s *Sync) sync(r *http.Request) (any, error) {
 		return nil, err
 	}
 	req.filter = f
-	req.ignored = s.ignoredUsers(r.Context(), d.Localpart)
+	req.ignored = s.ignoredUsers(r.Context(), d)
 	setPresence := q.Get("set_presence")
 	if setPresence != "" && setPresence != "online" && setPresence != "offline" && setPresence != "unavailable" {
 		return nil, httputil.InvalidParam("Invalid set_presence")
@@ -148,10 +148,21 @@ func (s *Sync) loadFilter(ctx context.Context, d *auth.Device, param string) (*F
 		if err != nil {
 			return nil, httputil.InvalidParam("Invalid filter ID")
 		}
+		// Stored filters never change: cache them.
+		key := d.Localpart + "|" + param
+		if f, ok := s.filters.Get(key); ok {
+			return f, nil
+		}
 		raw, err = s.db.GetFilter(ctx, d.Localpart, id)
 		if err != nil {
 			return nil, httputil.InvalidParam("Unknown filter")
 		}
+		f, err := parseFilter(raw)
+		if err != nil {
+			return nil, httputil.BadJSON("Invalid filter: " + err.Error())
+		}
+		s.filters.Put(key, f)
+		return f, nil
 	}
 	f, err := parseFilter(raw)
 	if err != nil {
@@ -183,7 +194,8 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 	// firstMembership's predecessor tells the membership at `since`.
 	latestMembership := map[string]*storage.Event{}
 	firstMembership := map[string]*storage.Event{}
-	if req.since != nil {
+	idx := s.notifier.idx
+	if req.since != nil && idx.userChanged(userID, since.Pos) {
 		evs, err := s.db.MembershipEvents(ctx, userID, since.Pos, req.to.Pos)
 		if err != nil {
 			return nil, err
@@ -202,8 +214,19 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 	}
 	req.active, req.newMembers = nil, nil
 	if req.since != nil {
-		if req.active, err = s.db.RoomsWithEvents(ctx, since.Pos, req.to.Pos); err != nil {
+		if idx.known(since.Pos) {
+			req.active = map[string]bool{}
+			for _, roomID := range joinedRooms {
+				if idx.roomChanged(roomID, since.Pos) {
+					req.active[roomID] = true
+				}
+			}
+		} else if req.active, err = s.db.RoomsWithEvents(ctx, since.Pos, req.to.Pos); err != nil {
 			return nil, err
+		}
+		// Rooms we left or were invited to in range have events too.
+		for roomID := range latestMembership {
+			req.active[roomID] = true
 		}
 	}
 	joinedSet := map[string]bool{}
@@ -301,9 +324,11 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 	}
 
 	// Account data.
-	ads, err := s.db.AccountDataSince(ctx, req.dev.Localpart, since.Pos, req.to.Pos)
-	if err != nil {
-		return nil, err
+	var ads []storage.AccountData
+	if req.since == nil || idx.userChanged(userID, since.Pos) {
+		if ads, err = s.db.AccountDataSince(ctx, req.dev.Localpart, since.Pos, req.to.Pos); err != nil {
+			return nil, err
+		}
 	}
 	global := []any{}
 	for _, ad := range ads {
@@ -622,9 +647,12 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 				eph = append(eph, map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
 			}
 		}
-		rcpts, err := s.db.ReceiptsSince(ctx, roomID, from, to)
-		if err != nil {
-			return nil, false, err
+		var rcpts []storage.Receipt
+		if full || s.notifier.idx.receiptsChanged(roomID, from) {
+			var err error
+			if rcpts, err = s.db.ReceiptsSince(ctx, roomID, from, to); err != nil {
+				return nil, false, err
+			}
 		}
 		if ev := receiptEvent(rcpts, userID); ev != nil && rf.Ephemeral.Allows("m.receipt", "", roomID) {
 			eph = append(eph, ev)
@@ -708,12 +736,17 @@ func receiptEvent(rcpts []storage.Receipt, viewer string) map[string]any {
 func topoToken(depth, stream int64) string { return fmt.Sprintf("t%d_%d", depth, stream) }
 
 // ignoredUsers reads the user's m.ignored_user_list account data.
-func (s *Sync) ignoredUsers(ctx context.Context, localpart string) map[string]bool {
-	b, err := s.db.GetAccountData(ctx, localpart, "", "m.ignored_user_list")
-	if err != nil {
-		return nil
+func (s *Sync) ignoredUsers(ctx context.Context, d *auth.Device) map[string]bool {
+	if set, ok := s.notifier.idx.ignored(d.UserID); ok {
+		return set
 	}
+	asOf, _ := s.db.StreamPos(ctx)
 	out := map[string]bool{}
+	defer func() { s.notifier.idx.setIgnored(d.UserID, asOf, out) }()
+	b, err := s.db.GetAccountData(ctx, d.Localpart, "", "m.ignored_user_list")
+	if err != nil {
+		return out
+	}
 	gjson.GetBytes(b, "ignored_users").ForEach(func(k, _ gjson.Result) bool {
 		out[k.Str] = true
 		return true

@@ -49,7 +49,11 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 	if err != nil {
 		return nil, err
 	}
-	notifier := syncapi.NewNotifier()
+	startPos, err := db.StreamPos(ctx)
+	if err != nil {
+		return nil, err
+	}
+	notifier := syncapi.NewNotifier(startPos)
 	rs := roomserver.New(roomserver.Config{
 		ServerName: spec.ServerName(cfg.ServerName), KeyID: key.KeyID, PrivateKey: key.PrivateKey,
 		DefaultVersion: gomatrixserverlib.RoomVersion(cfg.DefaultRoomVersion),
