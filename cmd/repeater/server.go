@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -108,6 +109,22 @@ func (s *server) serve(l net.Listener, tlsCfg *tls.Config) {
 
 // listen opens the configured listeners.
 func (s *server) listen() error {
+	if s.cfg.DebugListen != "" {
+		l, err := net.Listen("tcp", s.cfg.DebugListen)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.mu.Lock()
+		s.httpSrvs = append(s.httpSrvs, hs)
+		s.mu.Unlock()
+		go hs.Serve(l)
+		s.log.Info("profiler listening", "addr", l.Addr().String())
+	}
 	if s.cfg.Listen != "" {
 		l, err := net.Listen("tcp", s.cfg.Listen)
 		if err != nil {

@@ -77,6 +77,10 @@ type Config struct {
 	// LogLevel: debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 
+	// DebugListen serves Go's profiler (/debug/pprof/) on this address when
+	// set; keep it on loopback.
+	DebugListen string `yaml:"debug_listen"`
+
 	// Dir is the directory relative paths are resolved against.
 	Dir string `yaml:"-"`
 }
