@@ -229,3 +229,20 @@ func (db *DB) RoomsWithEvents(ctx context.Context, from, to int64) (map[string]b
 	}
 	return out, nil
 }
+
+// ReadReceiptPos returns the stream position of the event the user's
+// latest m.read or m.read.private receipt in a room points at (0 if none).
+func (db *DB) ReadReceiptPos(ctx context.Context, roomID, userID string) (int64, error) {
+	var pos int64
+	err := db.R().QueryRowContext(ctx, `SELECT COALESCE(MAX(e.stream_pos), 0) FROM receipts r JOIN events e ON e.event_id = r.event_id
+		WHERE r.room_id = $1 AND r.user_id = $2 AND r.receipt_type IN ('m.read', 'm.read.private')`, roomID, userID).Scan(&pos)
+	return pos, err
+}
+
+// EventsFromOthers returns up to limit of the newest accepted events of a
+// room in (after, to] not sent by userID, newest first.
+func (db *DB) EventsFromOthers(ctx context.Context, roomID, userID string, after, to int64, limit int) ([]*Event, error) {
+	return scanEvents(db.R().QueryContext(ctx, `SELECT `+eventCols+` FROM events
+		WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND rejected = 0 AND sender <> $4 ORDER BY stream_pos DESC LIMIT $5`,
+		roomID, after, to, userID, limit))
+}

@@ -664,6 +664,16 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 	}
 	if kind == spec.Join && (nonEmpty || full) {
 		rr["summary"] = s.summary(ctx, roomID, userID)
+		var fresh []*storage.Event
+		tf := rf.Timeline
+		if !full && !limited && tf.Types == nil && tf.NotTypes == nil && tf.Senders == nil && tf.NotSenders == nil && len(req.ignored) == 0 {
+			fresh = timeline
+			if fresh == nil {
+				fresh = []*storage.Event{}
+			}
+		}
+		n, h := s.unreadCounts(ctx, roomID, userID, req.dev.Localpart, from, to, fresh)
+		rr["unread_notifications"] = map[string]any{"notification_count": n, "highlight_count": h}
 	}
 	return rr, nonEmpty, nil
 }

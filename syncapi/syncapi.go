@@ -32,7 +32,8 @@ type Sync struct {
 	// sentMembers remembers, per user|device|room, which member events a
 	// device was sent, so lazy-loading syncs can leave out redundant ones.
 	sentMembers *lru.Cache[string, map[string]string]
-	filters     *lru.Cache[string, *Filter] // localpart|filter ID -> parsed filter
+	filters     *lru.Cache[string, *Filter]     // localpart|filter ID -> parsed filter
+	unread      *lru.Cache[string, unreadCount] // user|room -> counts
 	stopOnce    sync.Once
 }
 
@@ -42,7 +43,8 @@ func (s *Sync) Stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
 // New constructs the sync API.
 func New(db *storage.DB, rs *roomserver.Server, notifier *Notifier, presence bool, log *slog.Logger) *Sync {
 	return &Sync{db: db, rs: rs, notifier: notifier, eph: newEphemeral(), log: log, presenceOn: presence, stopping: make(chan struct{}),
-		sentMembers: lru.New[string, map[string]string](4096), filters: lru.New[string, *Filter](1024)}
+		sentMembers: lru.New[string, map[string]string](4096), filters: lru.New[string, *Filter](1024),
+		unread: lru.New[string, unreadCount](8192)}
 }
 
 // Run expires typing notifications and decays presence until ctx ends.
