@@ -98,8 +98,6 @@ func (a *API) putProfile(r *http.Request) (any, error) {
 	return struct{}{}, nil
 }
 
-var _ = roomserver.MemberContent
-
 // devices handles GET /devices.
 func (a *API) devices(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())

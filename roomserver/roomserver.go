@@ -8,7 +8,6 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -667,8 +666,6 @@ func (s *Server) ClientJSON(ctx context.Context, e *storage.Event) []byte {
 func setRaw(js []byte, path string, raw []byte) ([]byte, error) {
 	return sjson.SetRawBytes(js, path, raw)
 }
-
-var _ = fmt.Sprintf
 
 // MembersWith returns the room's users whose current membership is m.
 func (s *Server) MembersWith(ctx context.Context, roomID, m string) ([]string, error) {

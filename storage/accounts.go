@@ -183,14 +183,6 @@ func (db *DB) DeleteDevices(ctx context.Context, localpart string, ids []string,
 	})
 }
 
-// TouchDevice records last-seen information.
-func (db *DB) TouchDevice(ctx context.Context, localpart, deviceID, ip string) error {
-	return db.Write(ctx, func(tx *Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_ts = $1, last_seen_ip = $2 WHERE localpart = $3 AND device_id = $4`, nowMS(), ip, localpart, deviceID)
-		return err
-	})
-}
-
 func b2i(b bool) int {
 	if b {
 		return 1

@@ -182,9 +182,6 @@ func (db *DB) closeConns() error {
 	return err
 }
 
-// IsPostgres reports whether the database is PostgreSQL.
-func (db *DB) IsPostgres() bool { return db.dialect == dialectPostgres }
-
 // q rewrites a query for the dialect; results are cached.
 func (db *DB) q(query string) string {
 	if db.dialect == dialectPostgres {

@@ -104,11 +104,6 @@ func (db *DB) EventsByNIDs(ctx context.Context, nids []int64) ([]*Event, error) 
 	return eventsWhereIn(ctx, db, "stream_pos", nids)
 }
 
-// EventsByIDs returns the stored events among ids (any order).
-func (db *DB) EventsByIDs(ctx context.Context, ids []string) ([]*Event, error) {
-	return eventsWhereIn(ctx, db, "event_id", ids)
-}
-
 // eventsWhereIn fetches events whose column is one of vals, in chunks.
 func eventsWhereIn[T any](ctx context.Context, db *DB, column string, vals []T) ([]*Event, error) {
 	var out []*Event

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -167,5 +166,3 @@ func (c *client) send(roomID, body string) string {
 	return c.must("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/t%d", roomID, txn),
 		map[string]any{"msgtype": "m.text", "body": body}).Get("event_id").Str
 }
-
-var _ = filepath.Join

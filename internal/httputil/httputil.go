@@ -55,7 +55,6 @@ func NotFound(msg string) *Error     { return Err(404, "M_NOT_FOUND", msg) }
 func InvalidParam(msg string) *Error { return Err(400, "M_INVALID_PARAM", msg) }
 func MissingParam(msg string) *Error { return Err(400, "M_MISSING_PARAM", msg) }
 func Unrecognized(msg string) *Error { return Err(404, "M_UNRECOGNIZED", msg) }
-func Unknown(msg string) *Error      { return Err(400, "M_UNKNOWN", msg) }
 
 // LimitExceeded is 429 with retry_after_ms.
 func LimitExceeded(retryAfterMS int64) *Error {
