@@ -16,28 +16,11 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 
-echo "== building repeater"
-(cd "$ROOT" && go build -o "$TMP/repeater" ./cmd/repeater)
 PORT="$(free_port)"
-CONF="$TMP/conf"; mkdir -p "$CONF"
-"$TMP/repeater" generate-config --dir "$CONF" --server-name "localhost:$PORT" \
-  --listen "127.0.0.1:$PORT" --open-registration >/dev/null
-sed -i -e 's/^bcrypt_cost:.*/bcrypt_cost: 4/' \
-  -e '/^rate_limits:/,/^[^ ]/ s/^\([[:space:]]*enabled:\).*/\1 false/' "$CONF/repeater.yaml"
-grep -q '^bcrypt_cost: 4$' "$CONF/repeater.yaml" || { echo "could not set bcrypt_cost"; exit 1; }
-sed -n '/^rate_limits:/,/^[^ ]/p' "$CONF/repeater.yaml" | grep -q 'enabled: false' || { echo "could not disable rate_limits"; exit 1; }
-
-echo "== starting repeater on 127.0.0.1:$PORT"
-(cd "$CONF" && exec "$TMP/repeater" --config "$CONF/repeater.yaml") >"$TMP/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$PORT/_matrix/client/versions" >/dev/null 2>&1 && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { echo "repeater exited:"; cat "$TMP/server.log"; exit 1; }
-  sleep 0.1
-done
-curl -sf "http://127.0.0.1:$PORT/_matrix/client/versions" >/dev/null || { echo "repeater not ready"; cat "$TMP/server.log"; exit 1; }
+start_repeater
 
 cd "$HERE"
 [[ -d node_modules ]] || { echo "== npm ci"; npm ci --no-audit --no-fund; }

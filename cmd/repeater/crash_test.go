@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -34,11 +33,6 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// No TLS listener needed here.
-	cfg, _ := config.Load(path)
-	cfg.TLSListen = ""
-	b, _ := cfg.Marshal()
-	os.WriteFile(path, b, 0o600)
 
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "--config", path)

@@ -16,8 +16,7 @@ func TestTypingReceiptsPresence(t *testing.T) {
 	eachDialect(t, func(t *testing.T, cfg *config.Config) {
 		ts := startTestServer(t, cfg)
 		alice, bob := ts.register("alice"), ts.register("bob")
-		roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
-		bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), nil)
+		roomID := sharedRoom(alice, bob)
 		since := bob.must("GET", "/_matrix/client/v3/sync", nil).Get("next_batch").Str
 		r := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
 		room := "rooms.join." + gjson.Escape(roomID)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -165,4 +166,12 @@ func (c *client) send(roomID, body string) string {
 	txn := c.txn.Add(1)
 	return c.must("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/t%d", roomID, txn),
 		map[string]any{"msgtype": "m.text", "body": body}).Get("event_id").Str
+}
+
+// sharedRoom has a create a public room and b join it; it returns the room ID.
+func sharedRoom(a, b *client) string {
+	a.t.Helper()
+	roomID := a.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
+	b.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), nil)
+	return roomID
 }

@@ -73,7 +73,7 @@ func cmdGenerateConfig(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.TLSListen, "tls-listen", "", "HTTPS listen address (a self-signed pair is generated if none exists)")
 	fs.BoolVar(&o.OpenRegistration, "open-registration", false, "let anyone register")
 	fs.StringVar(&o.SharedSecret, "registration-shared-secret", "", "enable shared-secret registration with this secret")
-	fs.BoolVar(&o.TestNetwork, "test-network", false, "for sytest and local test networks: open registration, no rate limits, self-signed TLS, peers' certificates not verified, private peers allowed")
+	fs.BoolVar(&o.TestNetwork, "test-network", false, "for sytest and local test networks: open registration, guests, no rate limits, cheap password hashing, a self-signed TLS pair (served with --tls-listen), peers' certificates not verified, private peers allowed")
 	fs.Var(&asFiles, "app-service-config", "application service registration file (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -118,8 +118,7 @@ func TestLongPollWakes(t *testing.T) {
 	eachDialect(t, func(t *testing.T, cfg *config.Config) {
 		ts := startTestServer(t, cfg)
 		alice, bob := ts.register("alice"), ts.register("bob")
-		roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
-		bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), nil)
+		roomID := sharedRoom(alice, bob)
 		since := bob.must("GET", "/_matrix/client/v3/sync", nil).Get("next_batch").Str
 
 		done := make(chan gjson.Result, 1)
@@ -169,8 +168,7 @@ func TestStateChangeAppearsOnce(t *testing.T) {
 	eachDialect(t, func(t *testing.T, cfg *config.Config) {
 		ts := startTestServer(t, cfg)
 		alice, bob := ts.register("alice"), ts.register("bob")
-		roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
-		bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), nil)
+		roomID := sharedRoom(alice, bob)
 		filter := url.QueryEscape(`{"room":{"timeline":{"limit":5}}}`)
 		since := bob.must("GET", "/_matrix/client/v3/sync?filter="+filter, nil).Get("next_batch").Str
 		for i := 0; i < 3; i++ {

@@ -16,8 +16,7 @@ func TestUnreadCounts(t *testing.T) {
 	eachDialect(t, func(t *testing.T, cfg *config.Config) {
 		ts := startTestServer(t, cfg)
 		alice, bob := ts.register("alice"), ts.register("bob")
-		roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
-		bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), nil)
+		roomID := sharedRoom(alice, bob)
 		bob.send(roomID, "my own message does not count")
 		alice.send(roomID, "one")
 		alice.send(roomID, "hey bob, look")

@@ -9,7 +9,7 @@ import (
 
 func TestGenerateLoadValidate(t *testing.T) {
 	dir := t.TempDir()
-	path, err := Generate(GenerateOptions{Dir: dir, ServerName: "example.org", TestNetwork: true, SharedSecret: "s"})
+	path, err := Generate(GenerateOptions{Dir: dir, ServerName: "example.org", TestNetwork: true, SharedSecret: "s", TLSListen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,11 +57,10 @@ func Generate(opts GenerateOptions) (string, error) {
 		c.Federation.SkipTLSVerify = true
 		c.Federation.AllowPrivatePeers = true
 		c.BcryptCost = 4
-		if opts.TLSListen == "" {
-			opts.TLSListen = "127.0.0.1:8448"
-		}
 	}
-	if opts.TLSListen != "" {
+	// A test network gets a self-signed pair whether or not it listens
+	// for TLS now; the listener itself only comes with --tls-listen.
+	if opts.TLSListen != "" || opts.TestNetwork {
 		c.TLSListen = opts.TLSListen
 		c.TLSCert, c.TLSKey = "tls.crt", "tls.key"
 		if _, err := os.Stat(filepath.Join(opts.Dir, c.TLSCert)); os.IsNotExist(err) {
