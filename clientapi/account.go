@@ -48,9 +48,30 @@ type uiaSession struct {
 	created time.Time
 	params  []byte // the first request's body
 	result  string // localpart registered through this session
+	op      string // for authenticated operations: user, method and path
 }
 
-func (u *uiaSessions) new() string { return u.newWith(nil) }
+// newFor starts a session for an operation by a signed-in user; the session
+// may only complete that same operation ("the client must ... make the same
+// request", spec: "User-interactive authentication API").
+func (u *uiaSessions) newFor(op string) string {
+	id := u.newWith(nil)
+	u.mu.Lock()
+	u.m[id].op = op
+	u.mu.Unlock()
+	return id
+}
+
+// op returns the operation a session was started for.
+func (u *uiaSessions) op(id string) (string, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	s, ok := u.m[id]
+	if !ok {
+		return "", false
+	}
+	return s.op, true
+}
 
 func (u *uiaSessions) newWith(params []byte) string {
 	id := auth.NewID(24)
@@ -385,10 +406,16 @@ func (a *API) whoami(r *http.Request) (any, error) {
 // operations; it returns a UIA challenge when auth is missing or wrong.
 func (a *API) checkPasswordAuth(r *http.Request, body []byte, d *auth.Device) error {
 	authObj := gjson.GetBytes(body, "auth")
+	op := d.UserID + " " + r.Method + " " + r.URL.Path
 	if !authObj.Exists() {
-		s := a.uia.new()
+		s := a.uia.newFor(op)
 		return &httputil.Error{Status: 401, Code: "", Message: "", Extra: map[string]any{
 			"flows": []any{map[string]any{"stages": []string{"m.login.password"}}}, "params": map[string]any{}, "session": s, "completed": []string{}}}
+	}
+	if sess := authObj.Get("session").Str; sess != "" {
+		if started, ok := a.uia.op(sess); ok && started != "" && started != op {
+			return httputil.Forbidden("This session was started for a different request")
+		}
 	}
 	if authObj.Get("type").Str != "m.login.password" {
 		return uiaChallenge(authObj.Get("session").Str, "m.login.password")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
@@ -821,7 +822,16 @@ func (s *Sync) visibleWithCurrentState(ctx context.Context, userID string, evs [
 // event as stored when the filter asks for event_format "federation".
 func (s *Sync) render(ctx context.Context, req *syncRequest, e *storage.Event) json.RawMessage {
 	if req.filter.EventFormat == "federation" {
-		return s.rs.ClientJSON(ctx, e)
+		js := s.rs.ClientJSON(ctx, e)
+		// PDUs of room versions 3 and later carry no event_id; clients
+		// asking for this format still need it to refer to the event
+		// (sytest 31sync/13filtered_sync.pl expects it, as Synapse sends it).
+		if !gjson.GetBytes(js, "event_id").Exists() {
+			if withID, err := sjson.SetBytes(js, "event_id", e.EventID); err == nil {
+				js = withID
+			}
+		}
+		return js
 	}
 	return s.rs.ClientEvent(ctx, e, req.dev.UserID, req.dev.DeviceID)
 }
