@@ -62,6 +62,7 @@ func (db *DB) SetPassword(ctx context.Context, localpart, hash string) error {
 
 // DeactivateAccount marks the account deactivated and removes its devices.
 func (db *DB) DeactivateAccount(ctx context.Context, localpart string) error {
+	defer db.tokens.invalidate(localpart)
 	return db.Write(ctx, func(tx *Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET deactivated = 1, password_hash = '' WHERE localpart = $1`, localpart); err != nil {
 			return err
@@ -90,6 +91,7 @@ func (db *DB) SetProfile(ctx context.Context, localpart string, displayName, ava
 
 // CreateDevice creates or replaces a device with a new access token hash.
 func (db *DB) CreateDevice(ctx context.Context, localpart, deviceID, displayName, tokenHash, ip string) error {
+	defer db.tokens.invalidate(localpart) // an existing device's old token
 	return db.Write(ctx, func(tx *Tx) error {
 		now := nowMS()
 		_, err := tx.ExecContext(ctx, `INSERT INTO devices (localpart, device_id, display_name, token_hash, created_ts, last_seen_ts, last_seen_ip)
@@ -102,7 +104,13 @@ func (db *DB) CreateDevice(ctx context.Context, localpart, deviceID, displayName
 }
 
 // DeviceByTokenHash returns the device owning an access token hash.
+// Answers are cached (see tokenCache); DisplayName, LastSeenTS and
+// LastSeenIP of a cached device may be old.
 func (db *DB) DeviceByTokenHash(ctx context.Context, hash string) (*Device, error) {
+	if d, ok := db.tokens.get(hash); ok {
+		return d, nil
+	}
+	gen := db.tokens.gen.Load()
 	var d Device
 	var dn sql.NullString
 	var guest int
@@ -113,6 +121,7 @@ func (db *DB) DeviceByTokenHash(ctx context.Context, hash string) (*Device, erro
 		return nil, scanErr(err)
 	}
 	d.DisplayName, d.IsGuest = dn.String, guest != 0
+	db.tokens.putIfCurrent(hash, &d, gen)
 	return &d, nil
 }
 
@@ -166,6 +175,7 @@ func (db *DB) SetDeviceName(ctx context.Context, localpart, deviceID, name strin
 // DeleteDevices removes devices (all of the account's when ids is nil),
 // except the one named by keep.
 func (db *DB) DeleteDevices(ctx context.Context, localpart string, ids []string, keep string) error {
+	defer db.tokens.invalidate(localpart)
 	return db.Write(ctx, func(tx *Tx) error {
 		if ids == nil {
 			_, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE localpart = $1 AND device_id <> $2`, localpart, keep)

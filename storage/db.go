@@ -61,6 +61,8 @@ type DB struct {
 	smu    sync.Mutex
 	wstmts map[string]*sql.Stmt
 	rstmts map[string]*sql.Stmt
+
+	tokens *tokenCache // access-token hash -> device
 }
 
 // stmt returns a cached prepared statement for query on pool p.
@@ -84,7 +86,7 @@ func (db *DB) stmt(ctx context.Context, p *sql.DB, cache map[string]*sql.Stmt, q
 // pending migrations. A dsn starting with postgres:// or postgresql:// selects
 // PostgreSQL; anything else is a SQLite file path (optionally "file:" URL).
 func Open(ctx context.Context, dsn string) (*DB, error) {
-	db := &DB{rewrote: map[string]string{}, wstmts: map[string]*sql.Stmt{}, rstmts: map[string]*sql.Stmt{}}
+	db := &DB{rewrote: map[string]string{}, wstmts: map[string]*sql.Stmt{}, rstmts: map[string]*sql.Stmt{}, tokens: newTokenCache(20000)}
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		db.dialect = dialectPostgres
 		p, err := sql.Open("pgx", dsn)

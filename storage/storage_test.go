@@ -52,8 +52,14 @@ func TestAccountsAndDevices(t *testing.T) {
 		if d, _ := db.GetDevice(ctx, "alice", "D1"); d == nil || d.DisplayName != "phone" {
 			t.Fatalf("display name lost: %+v", d)
 		}
+		if _, err := db.DeviceByTokenHash(ctx, "hash2"); err != nil { // now cached
+			t.Fatal(err)
+		}
 		if err := db.DeleteDevices(ctx, "alice", nil, ""); err != nil {
 			t.Fatal(err)
+		}
+		if _, err := db.DeviceByTokenHash(ctx, "hash2"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("token of a deleted device still valid: %v", err)
 		}
 		if devs, _ := db.Devices(ctx, "alice"); len(devs) != 0 {
 			t.Fatalf("devices left: %v", devs)
