@@ -3,6 +3,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -36,11 +37,18 @@ type API struct {
 	limiter    *httputil.Limiter
 	uia        uiaSessions
 	nonces     nonces
+	remote     RemoteRooms
+}
+
+// RemoteRooms joins rooms hosted on other servers (the federation API).
+type RemoteRooms interface {
+	ResolveAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
+	JoinRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) (string, error)
 }
 
 // New constructs the client API.
-func New(cfg *config.Config, db *storage.DB, rs *roomserver.Server, notify UserNotifier, log *slog.Logger) *API {
-	return &API{cfg: cfg, serverName: cfg.ServerName, db: db, rs: rs, notify: notify, log: log,
+func New(cfg *config.Config, db *storage.DB, rs *roomserver.Server, notify UserNotifier, remote RemoteRooms, log *slog.Logger) *API {
+	return &API{cfg: cfg, serverName: cfg.ServerName, db: db, rs: rs, notify: notify, remote: remote, log: log,
 		limiter: httputil.NewLimiter(cfg.RateLimits.Enabled, cfg.RateLimits.PerSecond, cfg.RateLimits.Burst)}
 }
 

@@ -96,9 +96,26 @@ func (a *API) join(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	roomID, err := a.resolveRoom(r, vars(r)["room"])
+	idOrAlias := vars(r)["room"]
+	var via []string
+	if strings.HasPrefix(idOrAlias, "#") && a.remote != nil && !strings.HasSuffix(idOrAlias, ":"+a.serverName) {
+		// A remote alias: its server says which room and who can join us.
+		roomID, servers, err := a.remote.ResolveAlias(r.Context(), idOrAlias)
+		if err != nil {
+			return nil, err
+		}
+		idOrAlias, via = roomID, servers
+	}
+	roomID, err := a.resolveRoom(r, idOrAlias)
 	if err != nil {
 		return nil, err
+	}
+	// Servers to join through: ?server_name= and ?via= (spec: "POST
+	// /join/{roomIdOrAlias}"), then the room ID's server (v1-11 rooms).
+	via = append(via, r.URL.Query()["server_name"]...)
+	via = append(via, r.URL.Query()["via"]...)
+	if _, srv, ok := strings.Cut(roomID, ":"); ok {
+		via = append(via, srv)
 	}
 	// Extra keys of the body go into the member event's content (sytest's
 	// "can join a room with custom content"); third_party_signed does not.
@@ -114,11 +131,23 @@ func (a *API) join(r *http.Request) (any, error) {
 			return nil, httputil.Err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may not join this room")
 		}
 	}
-	if _, err := a.rs.Join(r.Context(), roomID, d.UserID, a.profileOf(r, d.Localpart), extra); err != nil {
-		if errors.Is(err, roomserver.ErrUnknownRoom) {
-			return nil, httputil.NotFound("Unknown room (joining rooms on other servers is not supported yet)")
+	profile := a.profileOf(r, d.Localpart)
+	if _, err := a.rs.Join(r.Context(), roomID, d.UserID, profile, extra); err != nil {
+		if !errors.Is(err, roomserver.ErrUnknownRoom) {
+			return nil, err
 		}
-		return nil, err
+		if a.remote == nil || len(via) == 0 {
+			return nil, httputil.NotFound("Unknown room")
+		}
+		content := roomserver.MemberContent(spec.Join, profile)
+		for k, v := range extra {
+			if _, ok := content[k]; !ok {
+				content[k] = v
+			}
+		}
+		if _, err := a.remote.JoinRemote(r.Context(), roomID, d.UserID, via, content); err != nil {
+			return nil, err
+		}
 	}
 	return map[string]any{"room_id": roomID}, nil
 }

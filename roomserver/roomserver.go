@@ -38,6 +38,14 @@ type Config struct {
 	KeyID          gomatrixserverlib.KeyID
 	PrivateKey     ed25519.PrivateKey
 	DefaultVersion gomatrixserverlib.RoomVersion
+	// Outbound, if set, is told when local events were queued for other
+	// servers (in the event's own transaction; see storage.EnqueuePDU).
+	Outbound Outbound
+}
+
+// Outbound is the federation sender, as the roomserver sees it.
+type Outbound interface {
+	Queued(destinations []string)
 }
 
 // Server is the roomserver.
@@ -310,6 +318,16 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 	}
 	// What the write needs, captured now: r.state is never mutated in place.
 	oldState, parentSnap, version, maxDepth := r.state, r.snapshot, r.version, max(r.maxDepth, e.Depth)
+	// Other servers in the room get the event (spec: Server-Server API,
+	// "Transactions"); a membership change also goes to its target's server.
+	var destinations []string
+	if s.cfg.Outbound != nil && ServerOf(e.Sender) == string(s.cfg.ServerName) {
+		target := ""
+		if membership != "" {
+			target = *e.StateKey
+		}
+		destinations = s.serversIn(r.members, target)
+	}
 	gen := r.gen.Load()
 	n := 1
 	if isState {
@@ -361,6 +379,11 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 		}
 		if opts.TxnID != "" {
 			if err := tx.RecordTxn(ctx, opts.Localpart, opts.TxnDevice, opts.TxnID, ev.EventID); err != nil {
+				return err
+			}
+		}
+		if len(destinations) > 0 {
+			if err := tx.EnqueuePDU(ctx, destinations, ev.NID); err != nil {
 				return err
 			}
 		}
@@ -438,6 +461,9 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 		}
 		if s.notify != nil {
 			s.notify.OnRoomEvent(e.RoomID, e.StreamPos, wake)
+		}
+		if len(destinations) > 0 {
+			s.cfg.Outbound.Queued(destinations)
 		}
 		return nil
 	}

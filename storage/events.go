@@ -22,6 +22,7 @@ type Event struct {
 	AfterSnapshot  int64
 	ReplacesNID    int64 // the state event this one replaced, 0 if none
 	Rejected       bool
+	Outlier        bool // held for state/auth only, not in the timeline
 	RedactedBy     string
 	TxnID          string
 	TxnDevice      string
@@ -31,15 +32,15 @@ type Event struct {
 // IsState reports whether the event is a state event.
 func (e *Event) IsState() bool { return e.StateKey != nil }
 
-const eventCols = `stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts, before_snapshot, after_snapshot, replaces_nid, rejected, redacted_by, txn_id, txn_device, json`
+const eventCols = `stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts, before_snapshot, after_snapshot, replaces_nid, rejected, redacted_by, txn_id, txn_device, json, outlier`
 
 func scanEvent(sc interface{ Scan(...any) error }) (*Event, error) {
 	var e Event
 	var sk, red, txn, txd sql.NullString
-	var rej int
+	var rej, out int
 	var js string
 	if err := sc.Scan(&e.NID, &e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Depth, &e.OriginTS,
-		&e.BeforeSnapshot, &e.AfterSnapshot, &e.ReplacesNID, &rej, &red, &txn, &txd, &js); err != nil {
+		&e.BeforeSnapshot, &e.AfterSnapshot, &e.ReplacesNID, &rej, &red, &txn, &txd, &js, &out); err != nil {
 		return nil, scanErr(err)
 	}
 	if sk.Valid {
@@ -47,6 +48,7 @@ func scanEvent(sc interface{ Scan(...any) error }) (*Event, error) {
 		e.StateKey = &s
 	}
 	e.StreamPos = e.NID
+	e.Outlier = out != 0
 	e.Rejected, e.RedactedBy, e.TxnID, e.TxnDevice, e.JSON = rej != 0, red.String, txn.String, txd.String, []byte(js)
 	return &e, nil
 }
@@ -75,10 +77,10 @@ func (tx *Tx) InsertEvent(ctx context.Context, e *Event) error {
 		sk = *e.StateKey
 	}
 	e.NID = e.StreamPos
-	_, err := tx.ExecContext(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts, before_snapshot, after_snapshot, replaces_nid, rejected, txn_id, txn_device, json)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+	_, err := tx.ExecContext(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts, before_snapshot, after_snapshot, replaces_nid, rejected, txn_id, txn_device, json, outlier)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		e.StreamPos, e.EventID, e.RoomID, e.Type, sk, e.Sender, e.Depth, e.OriginTS, e.BeforeSnapshot, e.AfterSnapshot,
-		e.ReplacesNID, b2i(e.Rejected), nullStr(e.TxnID), nullStr(e.TxnDevice), string(e.JSON))
+		e.ReplacesNID, b2i(e.Rejected), nullStr(e.TxnID), nullStr(e.TxnDevice), string(e.JSON), b2i(e.Outlier))
 	return err
 }
 
@@ -151,11 +153,11 @@ type TopoPos struct{ Depth, Stream int64 }
 func (db *DB) RoomEventsTopo(ctx context.Context, roomID string, pos TopoPos, backwards bool, limit int) ([]*Event, error) {
 	if backwards {
 		return scanEvents(db.R().QueryContext(ctx, `SELECT `+eventCols+` FROM events
-			WHERE room_id = $1 AND rejected = 0 AND (depth < $2 OR (depth = $2 AND stream_pos <= $3))
+			WHERE room_id = $1 AND rejected = 0 AND outlier = 0 AND (depth < $2 OR (depth = $2 AND stream_pos <= $3))
 			ORDER BY depth DESC, stream_pos DESC LIMIT $4`, roomID, pos.Depth, pos.Stream, limit))
 	}
 	return scanEvents(db.R().QueryContext(ctx, `SELECT `+eventCols+` FROM events
-		WHERE room_id = $1 AND rejected = 0 AND (depth > $2 OR (depth = $2 AND stream_pos > $3))
+		WHERE room_id = $1 AND rejected = 0 AND outlier = 0 AND (depth > $2 OR (depth = $2 AND stream_pos > $3))
 		ORDER BY depth ASC, stream_pos ASC LIMIT $4`, roomID, pos.Depth, pos.Stream, limit))
 }
 
@@ -163,7 +165,7 @@ func (db *DB) RoomEventsTopo(ctx context.Context, roomID string, pos TopoPos, ba
 // room at or before stream position pos.
 func (db *DB) TopoPosAtStream(ctx context.Context, roomID string, pos int64) (TopoPos, error) {
 	var tp TopoPos
-	err := db.R().QueryRowContext(ctx, `SELECT depth, stream_pos FROM events WHERE room_id = $1 AND stream_pos <= $2 AND rejected = 0
+	err := db.R().QueryRowContext(ctx, `SELECT depth, stream_pos FROM events WHERE room_id = $1 AND stream_pos <= $2 AND rejected = 0 AND outlier = 0
 		ORDER BY depth DESC, stream_pos DESC LIMIT 1`, roomID, pos).Scan(&tp.Depth, &tp.Stream)
 	if err == sql.ErrNoRows {
 		return TopoPos{}, nil
@@ -173,7 +175,7 @@ func (db *DB) TopoPosAtStream(ctx context.Context, roomID string, pos int64) (To
 
 // LatestEventAtStream returns the newest event in the room with stream_pos <= pos.
 func (db *DB) LatestEventAtStream(ctx context.Context, roomID string, pos int64) (*Event, error) {
-	return scanEvent(db.R().QueryRowContext(ctx, `SELECT `+eventCols+` FROM events WHERE room_id = $1 AND stream_pos <= $2 AND rejected = 0
+	return scanEvent(db.R().QueryRowContext(ctx, `SELECT `+eventCols+` FROM events WHERE room_id = $1 AND stream_pos <= $2 AND rejected = 0 AND outlier = 0
 		ORDER BY stream_pos DESC LIMIT 1`, roomID, pos))
 }
 

@@ -73,11 +73,14 @@ func (db *DB) migrate(ctx context.Context) error {
 func (db *DB) dialectDDL(s string) string {
 	if db.dialect == dialectPostgres {
 		s = strings.ReplaceAll(s, "{{INTPK}}", "BIGINT PRIMARY KEY")
+		s = strings.ReplaceAll(s, "{{SERIAL}}", "BIGSERIAL PRIMARY KEY")
 		return strings.ReplaceAll(s, "{{PK}}", "BIGSERIAL PRIMARY KEY")
 	}
 	// INTEGER PRIMARY KEY is SQLite's rowid; AUTOINCREMENT would cost an
-	// extra page write per insert.
+	// extra page write per insert, so only {{SERIAL}} (IDs that must never
+	// be reused, even after deletes) has it.
 	s = strings.ReplaceAll(s, "{{INTPK}}", "INTEGER PRIMARY KEY")
+	s = strings.ReplaceAll(s, "{{SERIAL}}", "INTEGER PRIMARY KEY AUTOINCREMENT")
 	return strings.ReplaceAll(s, "{{PK}}", "INTEGER PRIMARY KEY")
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"repeater/clientapi"
+	"repeater/federationapi"
 	"repeater/internal/auth"
 	"repeater/internal/config"
 	"repeater/internal/httputil"
@@ -33,6 +34,7 @@ type server struct {
 	handler http.Handler
 	cancel  context.CancelFunc
 	sync    *syncapi.Sync
+	rs      *roomserver.Server
 	wg      sync.WaitGroup
 
 	mu        sync.Mutex
@@ -55,9 +57,15 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		return nil, err
 	}
 	notifier := syncapi.NewNotifier(startPos)
+	fapi, err := federationapi.New(federationapi.Deps{Config: cfg, KeyID: key.KeyID, PrivateKey: key.PrivateKey, DB: db, Log: log, Version: version})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	rs := roomserver.New(roomserver.Config{
 		ServerName: spec.ServerName(cfg.ServerName), KeyID: key.KeyID, PrivateKey: key.PrivateKey,
 		DefaultVersion: gomatrixserverlib.RoomVersion(cfg.DefaultRoomVersion),
+		Outbound:       fapi.Sender,
 	}, db, notifier, log)
 	authn := &auth.Authenticator{ServerName: cfg.ServerName, Log: log, Lookup: func(ctx context.Context, hash string) (string, string, bool, error) {
 		d, err := db.DeviceByTokenHash(ctx, hash)
@@ -66,11 +74,13 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		}
 		return d.Localpart, d.DeviceID, d.IsGuest, nil
 	}}
-	capi := clientapi.New(cfg, db, rs, notifier, log)
+	capi := clientapi.New(cfg, db, rs, notifier, fapi, log)
 	sapi := syncapi.New(db, rs, notifier, cfg.Presence.Enabled, log)
+	fapi.Attach(rs, nil)
 
 	root := mux.NewRouter().UseEncodedPath()
 	capi.RootRoutes(root)
+	fapi.Routes(root)
 	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
 		c := root.PathPrefix(prefix).Subrouter()
 		capi.Routes(c, authn)
@@ -80,10 +90,12 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 	root.MethodNotAllowedHandler = root.NotFoundHandler
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &server{cfg: cfg, log: log, db: db, cancel: cancel, sync: sapi,
+	s := &server{cfg: cfg, log: log, db: db, cancel: cancel, sync: sapi, rs: rs,
 		handler: httputil.CORS(httputil.Recover(log, root))}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); sapi.Run(runCtx) }()
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); fapi.Run(runCtx) }()
 	return s, nil
 }
 

@@ -65,6 +65,9 @@ type Config struct {
 		SkipTLSVerify bool `yaml:"skip_tls_verify"`
 		// AllowPrivatePeers permits loopback and private-range peers.
 		AllowPrivatePeers bool `yaml:"allow_private_peers"`
+		// Peers maps server names to base URLs (http:// or https://),
+		// bypassing .well-known/SRV discovery: static mesh peers and tests.
+		Peers map[string]string `yaml:"peers"`
 	} `yaml:"federation"`
 
 	// AppServiceConfigFiles are application-service registration files.

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"repeater/storage/storagetest"
+)
+
+// fedNet starts n servers named s0.test, s1.test, ... on loopback, each
+// knowing the others' addresses as static peers.
+func fedNet(t *testing.T, n int) []*testServer {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs[i] = l.Addr().String()
+		l.Close()
+	}
+	peers := map[string]string{}
+	for i, a := range addrs {
+		peers[fmt.Sprintf("s%d.test", i)] = "http://" + a
+	}
+	var out []*testServer
+	for i := range n {
+		var dsn string
+		for _, d := range storagetest.Dialects(t) {
+			dsn = d // any one dialect; federation logic is not SQL-specific
+			break
+		}
+		cfg := newTestConfig(t, dsn)
+		cfg.ServerName = fmt.Sprintf("s%d.test", i)
+		cfg.Listen = addrs[i]
+		cfg.Federation.Peers = peers
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, startTestServer(t, cfg))
+	}
+	return out
+}
+
+// eventually retries f until it returns true or the deadline passes.
+func eventually(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if f() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// timelineBodies returns the message bodies in a user's room timeline,
+// paginating /messages back from the latest event.
+func timelineBodies(c *client, roomID string) []string {
+	res := c.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?dir=b&limit=1000", nil)
+	var out []string
+	chunk := res.Get("chunk").Array()
+	for i := len(chunk) - 1; i >= 0; i-- {
+		if chunk[i].Get("type").Str == "m.room.message" {
+			out = append(out, chunk[i].Get("content.body").Str)
+		}
+	}
+	return out
+}
+
+func TestFederationJoinAndMessages(t *testing.T) {
+	srv := fedNet(t, 2)
+	alice := srv[0].register("alice")
+	bob := srv[1].register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "room_alias_name": "hall", "name": "The Hall"}).Get("room_id").Str
+	alice.send(roomID, "before bob")
+
+	// Bob joins through the alias on alice's server.
+	res := bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape("#hall:s0.test"), map[string]any{})
+	if res.Get("room_id").Str != roomID {
+		t.Fatalf("joined %s, want %s", res.Get("room_id").Str, roomID)
+	}
+	sync := bob.must("GET", "/_matrix/client/v3/sync", nil)
+	room := sync.Get("rooms.join." + gjson.Escape(roomID))
+	if !room.Exists() {
+		t.Fatalf("bob's sync lacks the room: %s", sync.Raw)
+	}
+	name := bob.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.name", nil)
+	if name.Get("name").Str != "The Hall" {
+		t.Fatalf("room name on bob's server: %s", name.Raw)
+	}
+	// Alice's server sees bob joined.
+	eventually(t, "bob joined on alice's server", func() bool {
+		m := alice.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/joined_members", nil)
+		return m.Get("joined." + gjson.Escape(bob.userID)).Exists()
+	})
+
+	// Messages flow both ways.
+	alice.send(roomID, "hello bob")
+	eventually(t, "alice's message on bob's server", func() bool {
+		b := timelineBodies(bob, roomID)
+		return len(b) > 0 && b[len(b)-1] == "hello bob"
+	})
+	bob.send(roomID, "hello alice")
+	eventually(t, "bob's message on alice's server", func() bool {
+		b := timelineBodies(alice, roomID)
+		return len(b) > 0 && b[len(b)-1] == "hello alice"
+	})
+	// Bob's incremental sync delivers alice's next message.
+	since := bob.must("GET", "/_matrix/client/v3/sync", nil).Get("next_batch").Str
+	alice.send(roomID, "are you there?")
+	eventually(t, "alice's message in bob's incremental sync", func() bool {
+		s := bob.must("GET", "/_matrix/client/v3/sync?timeout=1000&since="+since, nil)
+		for _, ev := range s.Get("rooms.join." + gjson.Escape(roomID) + ".timeline.events").Array() {
+			if ev.Get("content.body").Str == "are you there?" {
+				return true
+			}
+		}
+		if nb := s.Get("next_batch").Str; nb != "" {
+			since = nb
+		}
+		return false
+	})
+}

@@ -1,0 +1,138 @@
+// Package federationapi is the Server-Server API: /_matrix/federation/*
+// and /_matrix/key/*. It authenticates requests (X-Matrix), serves and
+// fetches signing keys, takes events from other servers into the
+// roomserver after checking their signatures, answers the join, state and
+// history endpoints, and delivers our events to other servers through a
+// queue kept in the database.
+package federationapi
+
+import (
+	"context"
+	"crypto/ed25519"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"repeater/internal/config"
+	"repeater/internal/httputil"
+	"repeater/roomserver"
+	"repeater/storage"
+)
+
+// EDUReceiver takes ephemeral events from other servers (typing, receipts,
+// presence) into the sync streams.
+type EDUReceiver interface {
+	RemoteTyping(roomID, userID string, typing bool, timeout time.Duration)
+	RemoteReceipt(roomID, receiptType, userID, eventID string, data []byte)
+	RemotePresence(userID, presence, statusMsg string, lastActiveAgo int64, currentlyActive bool)
+}
+
+// API is the federation API and sender.
+type API struct {
+	cfg        *config.Config
+	serverName spec.ServerName
+	keyID      gomatrixserverlib.KeyID
+	privateKey ed25519.PrivateKey
+	publicKey  ed25519.PublicKey
+	oldKeys    map[gomatrixserverlib.KeyID]gomatrixserverlib.OldVerifyKey
+	db         *storage.DB
+	rs         *roomserver.Server
+	edus       EDUReceiver
+	log        *slog.Logger
+	version    string
+
+	client  fclient.FederationClient
+	keyRing *gomatrixserverlib.KeyRing
+	Sender  *Sender
+}
+
+// Deps are what the federation API is built from.
+type Deps struct {
+	Config     *config.Config
+	KeyID      gomatrixserverlib.KeyID
+	PrivateKey ed25519.PrivateKey
+	DB         *storage.DB
+	Log        *slog.Logger
+	Version    string // ours, for /version
+}
+
+// New builds the federation client, key ring and sender. The roomserver and
+// EDU receiver are attached with Attach (the roomserver needs the sender
+// first, to queue events).
+func New(d Deps) (*API, error) {
+	// gomatrixserverlib logs through logrus; keep its chatter out of ours.
+	logrus.SetOutput(io.Discard)
+	tr, err := newTransport(d.Config.Federation.Peers, d.Config.Federation.SkipTLSVerify, d.Config.Federation.AllowPrivatePeers)
+	if err != nil {
+		return nil, err
+	}
+	name := spec.ServerName(d.Config.ServerName)
+	client := fclient.NewFederationClient(
+		[]*fclient.SigningIdentity{{ServerName: name, KeyID: d.KeyID, PrivateKey: d.PrivateKey}},
+		fclient.WithTransport(tr), fclient.WithTimeout(60*time.Second))
+	a := &API{cfg: d.Config, serverName: name, keyID: d.KeyID, privateKey: d.PrivateKey,
+		publicKey: d.PrivateKey.Public().(ed25519.PublicKey), db: d.DB, log: d.Log, client: client, version: d.Version}
+	a.keyRing = &gomatrixserverlib.KeyRing{
+		KeyDatabase: keyDB{db: d.DB},
+		KeyFetchers: []gomatrixserverlib.KeyFetcher{&gomatrixserverlib.DirectKeyFetcher{
+			Client:            client,
+			IsLocalServerName: func(s spec.ServerName) bool { return s == name },
+			LocalPublicKey:    spec.Base64Bytes(a.publicKey),
+		}},
+	}
+	a.Sender = newSender(a)
+	return a, nil
+}
+
+// Attach connects the roomserver and the EDU receiver.
+func (a *API) Attach(rs *roomserver.Server, edus EDUReceiver) {
+	a.rs, a.edus = rs, edus
+}
+
+// Run delivers queued events until ctx ends.
+func (a *API) Run(ctx context.Context) { a.Sender.run(ctx) }
+
+// isLocal reports whether a server name is ours.
+func (a *API) isLocal(s spec.ServerName) bool { return s == a.serverName }
+
+// maxRequestBody caps inbound federation bodies (a transaction holds at
+// most 50 PDUs and 100 EDUs of at most 64 KiB each).
+const maxRequestBody = 16 << 20
+
+// fedHandler is a handler of an authenticated federation request.
+type fedHandler func(r *http.Request, origin spec.ServerName, body []byte) (any, error)
+
+// authed verifies the request's X-Matrix signature (spec: "Request
+// Authentication") and runs h with the origin and body.
+func (a *API) authed(h fedHandler) http.Handler {
+	return httputil.JSON(a.log, func(r *http.Request) (any, error) {
+		r.Body = http.MaxBytesReader(nil, r.Body, maxRequestBody)
+		fr, resp := fclient.VerifyHTTPRequest(r, time.Now(), a.serverName, a.isLocal, a.keyRing)
+		if fr == nil {
+			msg := "Invalid request signature"
+			if m, ok := resp.JSON.(map[string]any); ok {
+				if s, ok := m["message"].(string); ok {
+					msg = s
+				}
+			} else if m, ok := resp.JSON.(struct {
+				Message string `json:"message"`
+			}); ok {
+				msg = m.Message
+			}
+			if resp.Code == 400 {
+				return nil, httputil.Err(400, "M_BAD_JSON", msg)
+			}
+			return nil, httputil.Err(401, "M_UNAUTHORIZED", msg)
+		}
+		origin := fr.Origin()
+		// Traffic from a server is a sign it is back: retry its queue now.
+		a.Sender.wake(string(origin))
+		return h(r, origin, fr.Content())
+	})
+}

@@ -1,0 +1,73 @@
+package federationapi
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"repeater/internal/httputil"
+	"repeater/storage"
+)
+
+// version handles GET /_matrix/federation/v1/version.
+func (a *API) serverVersion(r *http.Request) (any, error) {
+	return map[string]any{"server": map[string]any{"name": "Repeater", "version": a.version}}, nil
+}
+
+// queryProfile handles GET /query/profile?user_id=&field= (spec: "Querying
+// profile information").
+func (a *API) queryProfile(r *http.Request, _ spec.ServerName, _ []byte) (any, error) {
+	userID := r.URL.Query().Get("user_id")
+	field := r.URL.Query().Get("field")
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil {
+		return nil, httputil.InvalidParam("Invalid user_id")
+	}
+	if uid.Domain() != a.serverName {
+		return nil, httputil.InvalidParam("User is not on this server")
+	}
+	acct, err := a.db.GetAccount(r.Context(), uid.Local())
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && acct.Deactivated) {
+		return nil, httputil.NotFound("Unknown user")
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{}
+	if acct.DisplayName != "" && (field == "" || field == "displayname") {
+		out["displayname"] = acct.DisplayName
+	}
+	if acct.AvatarURL != "" && (field == "" || field == "avatar_url") {
+		out["avatar_url"] = acct.AvatarURL
+	}
+	return out, nil
+}
+
+// queryDirectory handles GET /query/directory?room_alias= (spec: "Querying
+// directory information").
+func (a *API) queryDirectory(r *http.Request, _ spec.ServerName, _ []byte) (any, error) {
+	alias := r.URL.Query().Get("room_alias")
+	if _, srv, ok := cutServer(alias); !ok || srv != string(a.serverName) {
+		return nil, httputil.NotFound("Room alias not found")
+	}
+	roomID, _, err := a.db.ResolveAlias(r.Context(), alias)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, httputil.NotFound("Room alias not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	servers, _ := a.rs.JoinedServers(r.Context(), roomID)
+	if len(servers) == 0 {
+		servers = []string{string(a.serverName)}
+	}
+	// Our own name first: we can certainly answer make_join.
+	ordered := []string{string(a.serverName)}
+	for _, s := range servers {
+		if s != string(a.serverName) {
+			ordered = append(ordered, s)
+		}
+	}
+	return map[string]any{"room_id": roomID, "servers": ordered}, nil
+}

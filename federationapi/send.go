@@ -1,0 +1,209 @@
+package federationapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+
+	"repeater/internal/httputil"
+	"repeater/roomserver"
+)
+
+// Transaction limits (spec: "Transactions").
+const (
+	maxTxnPDUs = 50
+	maxTxnEDUs = 100
+	// maxMissing bounds how many missing prev events one PDU may pull in
+	// through get_missing_events.
+	maxMissing = 50
+)
+
+// send handles PUT /send/{txnId} (spec: "Transactions"): each PDU is
+// checked and input on its own; the answer reports per-PDU errors. A
+// transaction ID seen before from the same origin gets the same answer.
+func (a *API) send(r *http.Request, origin spec.ServerName, body []byte) (any, error) {
+	txnID := httputil.Vars(r)["txnId"]
+	if prev, err := a.db.InboundTxn(r.Context(), string(origin), txnID); err == nil {
+		return json.RawMessage(prev), nil
+	}
+	if !gjson.ValidBytes(body) {
+		return nil, httputil.NotJSON("Body is not JSON")
+	}
+	pdus := gjson.GetBytes(body, "pdus").Array()
+	edus := gjson.GetBytes(body, "edus").Array()
+	if len(pdus) > maxTxnPDUs || len(edus) > maxTxnEDUs {
+		return nil, httputil.BadJSON("Too many PDUs or EDUs in one transaction")
+	}
+	// Process the transaction even if the sender hangs up: it will retry
+	// with the same ID and expects the work done.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Minute)
+	defer cancel()
+	results := map[string]fclient.PDUResult{}
+	for _, raw := range pdus {
+		id, err := a.receivePDU(ctx, origin, []byte(raw.Raw))
+		if id == "" {
+			// Unparseable or for a room we are not in: there is no
+			// event ID to report against.
+			a.log.Info("PDU dropped", "origin", origin, "err", err)
+			continue
+		}
+		res := fclient.PDUResult{}
+		if err != nil {
+			res.Error = err.Error()
+			a.log.Info("PDU not accepted", "origin", origin, "event", id, "err", err)
+		}
+		results[id] = res
+	}
+	for _, edu := range edus {
+		a.receiveEDU(origin, edu)
+	}
+	resp, _ := json.Marshal(map[string]any{"pdus": results})
+	if err := a.db.RecordInboundTxn(ctx, string(origin), txnID, resp); err != nil {
+		a.log.Warn("recording inbound transaction", "err", err)
+	}
+	return json.RawMessage(resp), nil
+}
+
+// receivePDU checks and inputs one PDU; it returns the event ID (empty if
+// the PDU could not be parsed) and why it was not accepted.
+func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw []byte) (string, error) {
+	roomID := gjson.GetBytes(raw, "room_id").Str
+	ver, err := a.rs.RoomVersion(ctx, roomID)
+	if err != nil {
+		return "", err // a room we are not in: nothing to report against
+	}
+	pdu, err := a.parseAndVerify(ctx, ver, raw)
+	if err != nil {
+		if pdu != nil {
+			return pdu.EventID(), err
+		}
+		return "", err
+	}
+	if err := a.checkACL(ctx, roomID, origin); err != nil {
+		return pdu.EventID(), err
+	}
+	res, err := a.rs.InputRemote(ctx, pdu)
+	if errors.Is(err, roomserver.ErrMissingPrev) {
+		if ferr := a.fetchMissing(ctx, origin, ver, pdu); ferr != nil {
+			a.log.Info("could not fill gap before event", "event", pdu.EventID(), "origin", origin, "err", ferr)
+			return pdu.EventID(), err
+		}
+		res, err = a.rs.InputRemote(ctx, pdu)
+	}
+	if err != nil {
+		return pdu.EventID(), err
+	}
+	if res.Rejected != nil {
+		return pdu.EventID(), res.Rejected
+	}
+	return pdu.EventID(), nil
+}
+
+// parseAndVerify parses a PDU for its room version and checks its
+// signatures (spec: "Checks performed on receipt of a PDU", steps 1-3; a
+// content hash mismatch yields the event redacted, as the spec requires).
+func (a *API) parseAndVerify(ctx context.Context, ver gomatrixserverlib.RoomVersion, raw []byte) (gomatrixserverlib.PDU, error) {
+	impl, err := gomatrixserverlib.GetRoomVersion(ver)
+	if err != nil {
+		return nil, err
+	}
+	pdu, err := impl.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, a.keyRing, roomserver.UserIDForSender); err != nil {
+		return pdu, err
+	}
+	return pdu, nil
+}
+
+// fetchMissing asks origin for the events between what we hold and pdu
+// (get_missing_events), checks them and inputs them oldest first.
+func (a *API) fetchMissing(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.RoomVersion, pdu gomatrixserverlib.PDU) error {
+	roomID := pdu.RoomID().String()
+	latest, err := a.rs.Extremities(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	res, err := a.client.LookupMissingEvents(ctx, a.serverName, origin, roomID, fclient.MissingEvents{
+		Limit: maxMissing, EarliestEvents: latest, LatestEvents: []string{pdu.EventID()},
+	}, ver)
+	if err != nil {
+		return err
+	}
+	var evs []gomatrixserverlib.PDU
+	for _, raw := range res.Events {
+		p, err := a.parseAndVerify(ctx, ver, raw)
+		if err != nil || p.RoomID().String() != roomID {
+			continue
+		}
+		evs = append(evs, p)
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
+	for _, p := range evs {
+		if _, err := a.rs.InputRemote(ctx, p); err != nil && !errors.Is(err, roomserver.ErrMissingPrev) {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkACL applies the room's m.room.server_acl to the sending server.
+func (a *API) checkACL(ctx context.Context, roomID string, origin spec.ServerName) error {
+	acl, err := a.rs.CurrentStateEvent(ctx, roomID, "m.room.server_acl", "")
+	if err != nil || acl == nil {
+		return nil
+	}
+	if !aclAllows(gjson.GetBytes(acl.JSON, "content"), string(origin)) {
+		return httputil.Forbidden("Server is banned from this room by its ACL")
+	}
+	return nil
+}
+
+// receiveEDU takes one EDU. Only EDUs about the origin's own users are
+// accepted.
+func (a *API) receiveEDU(origin spec.ServerName, edu gjson.Result) {
+	if a.edus == nil {
+		return
+	}
+	content := edu.Get("content")
+	fromOrigin := func(userID string) bool { return roomserver.ServerOf(userID) == string(origin) }
+	switch edu.Get("edu_type").Str {
+	case "m.typing":
+		u := content.Get("user_id").Str
+		if fromOrigin(u) {
+			a.edus.RemoteTyping(content.Get("room_id").Str, u, content.Get("typing").Bool(), 30*time.Second)
+		}
+	case "m.receipt":
+		content.ForEach(func(room, types gjson.Result) bool {
+			types.ForEach(func(typ, users gjson.Result) bool {
+				users.ForEach(func(user, rcpt gjson.Result) bool {
+					if !fromOrigin(user.Str) {
+						return true
+					}
+					for _, ev := range rcpt.Get("event_ids").Array() {
+						a.edus.RemoteReceipt(room.Str, typ.Str, user.Str, ev.Str, []byte(rcpt.Get("data").Raw))
+					}
+					return true
+				})
+				return true
+			})
+			return true
+		})
+	case "m.presence":
+		for _, p := range content.Get("push").Array() {
+			u := p.Get("user_id").Str
+			if fromOrigin(u) {
+				a.edus.RemotePresence(u, p.Get("presence").Str, p.Get("status_msg").Str, p.Get("last_active_ago").Int(), p.Get("currently_active").Bool())
+			}
+		}
+	}
+}

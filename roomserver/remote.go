@@ -1,0 +1,830 @@
+package roomserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+
+	"repeater/internal/httputil"
+	"repeater/storage"
+)
+
+// This file is the input path for events built by other servers (spec:
+// Server-Server API, "Checks performed on receipt of a PDU"). Signatures
+// and hashes are checked by the caller (federationapi) before an event gets
+// here; the roomserver checks authorisation and computes state.
+
+// ErrMissingPrev is returned for an event whose prev_events this server
+// does not hold; the caller fetches them (get_missing_events) or the state
+// at the gap first.
+var ErrMissingPrev = errors.New("roomserver: missing prev_events")
+
+// ServerOf returns the server name part of a user ID.
+func ServerOf(userID string) string {
+	_, srv, _ := strings.Cut(userID, ":")
+	return srv
+}
+
+// serversIn returns the other servers with a joined member, sorted.
+func (s *Server) serversIn(members map[string]string, extra ...string) []string {
+	seen := map[string]bool{}
+	for u, m := range members {
+		if m == spec.Join {
+			seen[ServerOf(u)] = true
+		}
+	}
+	for _, u := range extra {
+		if u != "" {
+			seen[ServerOf(u)] = true
+		}
+	}
+	delete(seen, string(s.cfg.ServerName))
+	delete(seen, "")
+	out := make([]string, 0, len(seen))
+	for srv := range seen {
+		out = append(out, srv)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// JoinedServers returns the servers (ours included) with a joined member.
+func (s *Server) JoinedServers(ctx context.Context, roomID string) ([]string, error) {
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	servers := s.serversIn(r.members)
+	for u, m := range r.members {
+		if m == spec.Join && ServerOf(u) == string(s.cfg.ServerName) {
+			servers = append(servers, string(s.cfg.ServerName))
+			break
+		}
+	}
+	return servers, nil
+}
+
+// storedPDUs loads events by ID as PDUs of a room version, skipping those
+// not held.
+func (s *Server) storedPDUs(ctx context.Context, ver gomatrixserverlib.RoomVersion, ids []string) (map[string]gomatrixserverlib.PDU, map[string]*storage.Event, error) {
+	evs, err := s.db.EventsByIDs(ctx, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	pdus := make(map[string]gomatrixserverlib.PDU, len(evs))
+	byID := make(map[string]*storage.Event, len(evs))
+	for _, e := range evs {
+		pdu, err := s.toPDU(ver, e)
+		if err != nil {
+			return nil, nil, err
+		}
+		pdus[e.EventID], byID[e.EventID] = pdu, e
+	}
+	return pdus, byID, nil
+}
+
+// stateAfter returns the state after a stored event.
+func (s *Server) stateAfter(ctx context.Context, e *storage.Event) (storage.StateMap, error) {
+	return s.Snapshot(ctx, e.AfterSnapshot)
+}
+
+// AuthChain returns the auth chain of the given events (the events in
+// their auth_events, recursively), as stored events.
+func (s *Server) AuthChain(ctx context.Context, ver gomatrixserverlib.RoomVersion, ids []string) ([]*storage.Event, error) {
+	seen := map[string]bool{}
+	var out []*storage.Event
+	frontier := ids
+	first := true
+	for len(frontier) > 0 {
+		evs, err := s.db.EventsByIDs(ctx, frontier)
+		if err != nil {
+			return nil, err
+		}
+		frontier = nil
+		for _, e := range evs {
+			if !first {
+				out = append(out, e)
+			}
+			for _, a := range gjson.GetBytes(e.JSON, "auth_events").Array() {
+				id := a.Str
+				if a.IsArray() { // room versions 1 and 2: [id, hashes]
+					id = a.Get("0").Str
+				}
+				if id != "" && !seen[id] {
+					seen[id] = true
+					frontier = append(frontier, id)
+				}
+			}
+		}
+		first = false
+	}
+	return out, nil
+}
+
+// resolve merges state maps with the room version's state resolution
+// algorithm (spec: room versions, "State resolution"). Identical maps need
+// none.
+func (s *Server) resolve(ctx context.Context, ver gomatrixserverlib.RoomVersion, maps []storage.StateMap) (storage.StateMap, error) {
+	distinct := maps[:0:0]
+	for _, m := range maps {
+		dup := false
+		for _, d := range distinct {
+			if sameState(d, m) {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			distinct = append(distinct, m)
+		}
+	}
+	if len(distinct) == 1 {
+		return distinct[0], nil
+	}
+	nidSet := map[int64]bool{}
+	for _, m := range distinct {
+		for _, nid := range m {
+			nidSet[nid] = true
+		}
+	}
+	nids := make([]int64, 0, len(nidSet))
+	for nid := range nidSet {
+		nids = append(nids, nid)
+	}
+	evs, err := s.Events(ctx, nids)
+	if err != nil {
+		return nil, err
+	}
+	byNID := map[int64]gomatrixserverlib.PDU{}
+	idToNID := map[string]int64{}
+	var ids []string
+	for _, e := range evs {
+		pdu, err := s.toPDU(ver, e)
+		if err != nil {
+			return nil, err
+		}
+		byNID[e.NID] = pdu
+		idToNID[e.EventID] = e.NID
+		ids = append(ids, e.EventID)
+	}
+	chain, err := s.AuthChain(ctx, ver, ids)
+	if err != nil {
+		return nil, err
+	}
+	var authPDUs []gomatrixserverlib.PDU
+	rejected := map[string]bool{}
+	for _, e := range chain {
+		pdu, err := s.toPDU(ver, e)
+		if err != nil {
+			return nil, err
+		}
+		authPDUs = append(authPDUs, pdu)
+		idToNID[e.EventID] = e.NID
+		if e.Rejected {
+			rejected[e.EventID] = true
+		}
+	}
+	sets := make([][]gomatrixserverlib.PDU, len(distinct))
+	for i, m := range distinct {
+		for _, nid := range m {
+			if p := byNID[nid]; p != nil {
+				sets[i] = append(sets[i], p)
+			}
+		}
+	}
+	resolved, err := gomatrixserverlib.ResolveConflictsNew(ver, sets, authPDUs, UserIDForSender, func(id string) bool { return rejected[id] })
+	if err != nil {
+		return nil, err
+	}
+	out := storage.StateMap{}
+	for _, p := range resolved {
+		if p.StateKey() == nil {
+			continue
+		}
+		if nid, ok := idToNID[p.EventID()]; ok {
+			out[storage.StateKey{Type: p.Type(), StateKey: *p.StateKey()}] = nid
+		}
+	}
+	return out, nil
+}
+
+func sameState(a, b storage.StateMap) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// authProvider builds an auth event provider from a state map for an event.
+func (s *Server) authProvider(ctx context.Context, ver gomatrixserverlib.RoomVersion, state storage.StateMap, pdu gomatrixserverlib.PDU) (*gomatrixserverlib.AuthEvents, error) {
+	needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{pdu})
+	var nids []int64
+	for _, t := range needed.Tuples() {
+		if nid, ok := state[storage.StateKey{Type: t.EventType, StateKey: t.StateKey}]; ok {
+			nids = append(nids, nid)
+		}
+	}
+	evs, err := s.Events(ctx, nids)
+	if err != nil {
+		return nil, err
+	}
+	pdus := make([]gomatrixserverlib.PDU, 0, len(evs))
+	for _, e := range evs {
+		p, err := s.toPDU(ver, e)
+		if err != nil {
+			return nil, err
+		}
+		pdus = append(pdus, p)
+	}
+	return gomatrixserverlib.NewAuthEvents(pdus)
+}
+
+// InputResult says what became of a received event.
+type InputResult struct {
+	Event    *storage.Event
+	Rejected error // why the event was rejected (stored, but not part of the room)
+	Existed  bool
+}
+
+// InputRemote authorises and stores an event received from another server
+// whose signatures the caller has verified (spec: "Checks performed on
+// receipt of a PDU", steps 4-6). All of its prev_events must be held
+// (ErrMissingPrev otherwise). A rejected event is stored as rejected and
+// reported in the result, not as an error.
+func (s *Server) InputRemote(ctx context.Context, pdu gomatrixserverlib.PDU) (*InputResult, error) {
+	roomID := pdu.RoomID().String()
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	if pdu.Version() != r.version {
+		return nil, httputil.BadJSON("event room version does not match the room")
+	}
+	if e, err := s.db.EventByID(ctx, pdu.EventID()); err == nil && !e.Outlier {
+		return &InputResult{Event: e, Existed: true}, nil
+	}
+	prevIDs := pdu.PrevEventIDs()
+	_, prevByID, err := s.storedPDUs(ctx, r.version, prevIDs)
+	if err != nil {
+		return nil, err
+	}
+	var before []storage.StateMap
+	for _, id := range prevIDs {
+		pe := prevByID[id]
+		if pe == nil || pe.Outlier {
+			return nil, fmt.Errorf("%w: %s", ErrMissingPrev, id)
+		}
+		m, err := s.stateAfter(ctx, pe)
+		if err != nil {
+			return nil, err
+		}
+		before = append(before, m)
+	}
+	if len(before) == 0 {
+		return nil, httputil.BadJSON("event has no prev_events")
+	}
+	stateBefore, err := s.resolve(ctx, r.version, before)
+	if err != nil {
+		return nil, err
+	}
+	// Step 4: the event must be allowed by its own auth events.
+	var rejectErr error
+	authPDUs, _, err := s.storedPDUs(ctx, r.version, pdu.AuthEventIDs())
+	if err != nil {
+		return nil, err
+	}
+	if len(authPDUs) != len(pdu.AuthEventIDs()) {
+		rejectErr = errors.New("auth events not held")
+	} else {
+		list := make([]gomatrixserverlib.PDU, 0, len(authPDUs))
+		for _, p := range authPDUs {
+			list = append(list, p)
+		}
+		ae, err := gomatrixserverlib.NewAuthEvents(list)
+		if err != nil {
+			rejectErr = err
+		} else if err := gomatrixserverlib.Allowed(pdu, ae, UserIDForSender); err != nil {
+			rejectErr = err
+		}
+	}
+	// Step 5: and by the state before it.
+	if rejectErr == nil {
+		ae, err := s.authProvider(ctx, r.version, stateBefore, pdu)
+		if err != nil {
+			return nil, err
+		}
+		if err := gomatrixserverlib.Allowed(pdu, ae, UserIDForSender); err != nil {
+			rejectErr = err
+		}
+	}
+	// Step 6 (soft fail): an event that the current state would not allow
+	// is kept in the DAG but not shown or made current.
+	if rejectErr == nil {
+		ae, err := s.authProvider(ctx, r.version, r.state, pdu)
+		if err != nil {
+			return nil, err
+		}
+		if err := gomatrixserverlib.Allowed(pdu, ae, UserIDForSender); err != nil {
+			rejectErr = fmt.Errorf("soft-failed against current state: %w", err)
+		}
+	}
+	return s.storeRemote(ctx, r, pdu, prevByID, stateBefore, rejectErr)
+}
+
+// storeRemote writes a received event with the state before it, and makes
+// it part of the room's head unless it was rejected. r is locked. Remote
+// input is ordered by the room lock and written synchronously: the
+// in-memory head moves only once the event is durable.
+func (s *Server) storeRemote(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, prevByID map[string]*storage.Event, stateBefore storage.StateMap, rejectErr error) (*InputResult, error) {
+	e := &storage.Event{
+		EventID: pdu.EventID(), RoomID: r.id, Type: pdu.Type(), StateKey: pdu.StateKey(),
+		Sender: string(pdu.SenderID()), Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()),
+		JSON: pdu.JSON(), Rejected: rejectErr != nil,
+	}
+	// With one prev event the state before is its snapshot.
+	var parentSnap int64
+	if len(prevByID) == 1 {
+		for _, pe := range prevByID {
+			parentSnap = pe.AfterSnapshot
+		}
+	}
+	inLine := rejectErr == nil
+	isState := e.StateKey != nil && inLine
+	var key storage.StateKey
+	stateAfter := stateBefore
+	if isState {
+		key = storage.StateKey{Type: e.Type, StateKey: *e.StateKey}
+		stateAfter = make(storage.StateMap, len(stateBefore)+1)
+		for k, v := range stateBefore {
+			stateAfter[k] = v
+		}
+		e.ReplacesNID = stateBefore[key]
+	}
+	membership := ""
+	if e.Type == spec.MRoomMember && e.StateKey != nil {
+		membership = gjson.GetBytes(e.JSON, "content.membership").Str
+	}
+	// New forward extremities: the event replaces the ones it refers to.
+	newExtrem := r.extremities
+	forked := false
+	if inLine {
+		newExtrem = []string{e.EventID}
+		for _, x := range r.extremities {
+			if prevByID[x] == nil {
+				newExtrem = append(newExtrem, x)
+				forked = true
+			}
+		}
+	}
+	maxDepth := max(r.maxDepth, e.Depth)
+	n := 1
+	if parentSnap == 0 {
+		n++
+	}
+	if isState {
+		n++
+	}
+	setCurrent := func(tx *storage.Tx, current storage.StateMap, pos int64, pending *storage.Event) error {
+		for k, nid := range current {
+			if r.state[k] == nid {
+				continue
+			}
+			m := ""
+			if k.Type == spec.MRoomMember {
+				if pending != nil && nid == pending.NID {
+					m = membership
+				} else if ce, err := s.Event(ctx, nid); err == nil {
+					m = gjson.GetBytes(ce.JSON, "content.membership").Str
+				}
+			}
+			if err := tx.SetCurrentState(ctx, r.id, k, nid, m, pos); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ps, done := s.db.Submit(n, func(tx *storage.Tx) error {
+		p := tx.Positions()
+		i := 1
+		ev := *e
+		ev.StreamPos = p[0]
+		ev.BeforeSnapshot = parentSnap
+		if parentSnap == 0 {
+			if err := tx.NewSnapshot(ctx, p[i], r.id, 0, stateBefore, stateBefore); err != nil {
+				return err
+			}
+			ev.BeforeSnapshot = p[i]
+			i++
+		}
+		ev.AfterSnapshot = ev.BeforeSnapshot
+		after := stateAfter
+		if isState {
+			after = make(storage.StateMap, len(stateAfter))
+			for k, v := range stateAfter {
+				after[k] = v
+			}
+			after[key] = p[0]
+			if err := tx.NewSnapshot(ctx, p[i], r.id, ev.BeforeSnapshot, after, storage.StateMap{key: p[0]}); err != nil {
+				return err
+			}
+			ev.AfterSnapshot = p[i]
+		}
+		if err := tx.InsertEvent(ctx, &ev); err != nil {
+			return err
+		}
+		if !inLine || forked {
+			return nil
+		}
+		if err := setCurrent(tx, after, ev.StreamPos, &ev); err != nil {
+			return err
+		}
+		return tx.UpdateRoomHead(ctx, r.id, ev.AfterSnapshot, maxDepth, newExtrem)
+	}, nil)
+	if ps == nil {
+		return nil, <-done
+	}
+	// Sync must learn of the room's change before the position is visible.
+	if s.notify != nil {
+		target := ""
+		if membership != "" && inLine {
+			target = *e.StateKey
+		}
+		s.notify.OnRoomEventPending(r.id, ps[0], target)
+	}
+	if err := <-done; err != nil {
+		return nil, err
+	}
+	e.NID, e.StreamPos = ps[0], ps[0]
+	e.BeforeSnapshot = parentSnap
+	i := 1
+	if parentSnap == 0 {
+		e.BeforeSnapshot = ps[i]
+		i++
+	}
+	e.AfterSnapshot = e.BeforeSnapshot
+	if isState {
+		stateAfter[key] = e.NID
+		e.AfterSnapshot = ps[i]
+	}
+	s.events.Put(e.NID, e)
+	if inLine {
+		current, currentSnap := stateAfter, e.AfterSnapshot
+		if forked {
+			// The room's current state is the resolution of its forward
+			// extremities' states: ours so far and the new branch's.
+			var err error
+			if current, err = s.resolve(ctx, r.version, []storage.StateMap{r.state, stateAfter}); err != nil {
+				return nil, err
+			}
+			ps2, err := s.db.WritePos(ctx, 1, func(tx *storage.Tx) error {
+				p := tx.Positions()
+				if err := tx.NewSnapshot(ctx, p[0], r.id, 0, current, current); err != nil {
+					return err
+				}
+				if err := setCurrent(tx, current, e.StreamPos, e); err != nil {
+					return err
+				}
+				return tx.UpdateRoomHead(ctx, r.id, p[0], maxDepth, newExtrem)
+			})
+			if err != nil {
+				return nil, err
+			}
+			currentSnap = ps2[0]
+		}
+		if err := s.setHead(ctx, r, current, currentSnap, newExtrem, maxDepth); err != nil {
+			return nil, err
+		}
+	}
+	if s.notify != nil {
+		var wake []string
+		for u, m := range r.members {
+			if m == spec.Join || m == spec.Invite {
+				wake = append(wake, u)
+			}
+		}
+		if membership != "" && membership != spec.Join && membership != spec.Invite {
+			wake = append(wake, *e.StateKey)
+		}
+		s.notify.OnRoomEvent(r.id, e.StreamPos, wake)
+	}
+	return &InputResult{Event: e, Rejected: rejectErr}, nil
+}
+
+// setHead replaces the room's in-memory head with new current state.
+func (s *Server) setHead(ctx context.Context, r *room, state storage.StateMap, snap int64, extremities []string, maxDepth int64) error {
+	var missing []int64
+	for _, nid := range state {
+		if _, ok := r.pdus[nid]; !ok {
+			missing = append(missing, nid)
+		}
+	}
+	evs, err := s.Events(ctx, missing)
+	if err != nil {
+		return err
+	}
+	pdus := make(map[int64]gomatrixserverlib.PDU, len(state))
+	for _, nid := range state {
+		if p, ok := r.pdus[nid]; ok {
+			pdus[nid] = p
+		}
+	}
+	for _, e := range evs {
+		p, err := s.toPDU(r.version, e)
+		if err != nil {
+			return err
+		}
+		pdus[e.NID] = p
+	}
+	members := make(map[string]string, len(r.members))
+	for k, nid := range state {
+		if k.Type == spec.MRoomMember {
+			if p := pdus[nid]; p != nil {
+				m, _ := p.Membership()
+				members[k.StateKey] = m
+			}
+		}
+	}
+	r.state, r.pdus, r.members = state, pdus, members
+	r.snapshot, r.extremities, r.maxDepth = snap, extremities, maxDepth
+	r.gen.Add(1)
+	return nil
+}
+
+// ImportJoin records a room joined through another server (spec: "Joining
+// rooms", send_join): the state and auth chain it returned are stored as
+// outliers, the room's state before the join is that state, and the join
+// event is the room's first timeline event here. The caller has checked
+// the response (signatures and auth: gomatrixserverlib.CheckSendJoinResponse).
+func (s *Server) ImportJoin(ctx context.Context, ver gomatrixserverlib.RoomVersion, join gomatrixserverlib.PDU, state, authChain []gomatrixserverlib.PDU) (*storage.Event, error) {
+	roomID := join.RoomID().String()
+	if join.StateKey() == nil {
+		return nil, httputil.BadJSON("join event has no state_key")
+	}
+	s.mu.Lock()
+	r, ok := s.rooms[roomID]
+	if !ok {
+		r = &room{id: roomID}
+		s.rooms[roomID] = r
+	}
+	s.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.loaded || r.stale.Load() {
+		// Known room (e.g. rejoining): input the join like any other event.
+		r.mu.Unlock()
+		res, err := s.InputRemote(ctx, join)
+		r.mu.Lock()
+		if err != nil {
+			return nil, err
+		}
+		if res.Rejected != nil {
+			return nil, httputil.Forbidden(res.Rejected.Error())
+		}
+		return res.Event, nil
+	}
+	if _, err := s.db.GetRoom(ctx, roomID); err == nil {
+		r.mu.Unlock()
+		res, err := s.InputRemote(ctx, join)
+		r.mu.Lock()
+		if err != nil {
+			return nil, err
+		}
+		if res.Rejected != nil {
+			return nil, httputil.Forbidden(res.Rejected.Error())
+		}
+		return res.Event, nil
+	}
+	// Outliers: everything in the state and auth chain not yet held.
+	all := map[string]gomatrixserverlib.PDU{}
+	for _, p := range authChain {
+		all[p.EventID()] = p
+	}
+	for _, p := range state {
+		all[p.EventID()] = p
+	}
+	ids := make([]string, 0, len(all))
+	for id := range all {
+		ids = append(ids, id)
+	}
+	held, err := s.db.EventNIDsByIDs(ctx, s.db.R(), ids)
+	if err != nil {
+		return nil, err
+	}
+	var fresh []gomatrixserverlib.PDU
+	for _, id := range ids {
+		if _, ok := held[id]; !ok {
+			fresh = append(fresh, all[id])
+		}
+	}
+	sort.Slice(fresh, func(i, j int) bool { return fresh[i].Depth() < fresh[j].Depth() })
+	membership, _ := join.Membership()
+	userID := *join.StateKey()
+	maxDepth := join.Depth()
+	for _, p := range all {
+		maxDepth = max(maxDepth, p.Depth())
+	}
+	var joinEv storage.Event
+	pos, done := s.db.Submit(3, func(tx *storage.Tx) error {
+		p := tx.Positions()
+		nids, err := tx.NegativeNIDs(ctx, max(len(fresh), 1))
+		if err != nil {
+			return err
+		}
+		idToNID := map[string]int64{}
+		for id, nid := range held {
+			idToNID[id] = nid
+		}
+		for i, pdu := range fresh {
+			oe := &storage.Event{EventID: pdu.EventID(), RoomID: roomID, Type: pdu.Type(), StateKey: pdu.StateKey(),
+				Sender: string(pdu.SenderID()), Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()),
+				JSON: pdu.JSON(), Outlier: true, StreamPos: nids[i]}
+			if err := tx.InsertEvent(ctx, oe); err != nil {
+				return err
+			}
+			idToNID[pdu.EventID()] = nids[i]
+		}
+		if err := tx.InsertRoom(ctx, roomID, string(ver)); err != nil {
+			return err
+		}
+		before := storage.StateMap{}
+		for _, pdu := range state {
+			if pdu.StateKey() != nil {
+				before[storage.StateKey{Type: pdu.Type(), StateKey: *pdu.StateKey()}] = idToNID[pdu.EventID()]
+			}
+		}
+		if err := tx.NewSnapshot(ctx, p[1], roomID, 0, before, before); err != nil {
+			return err
+		}
+		key := storage.StateKey{Type: spec.MRoomMember, StateKey: userID}
+		after := make(storage.StateMap, len(before)+1)
+		for k, v := range before {
+			after[k] = v
+		}
+		after[key] = p[0]
+		if err := tx.NewSnapshot(ctx, p[2], roomID, p[1], after, storage.StateMap{key: p[0]}); err != nil {
+			return err
+		}
+		joinEv = storage.Event{EventID: join.EventID(), RoomID: roomID, Type: join.Type(), StateKey: join.StateKey(),
+			Sender: string(join.SenderID()), Depth: join.Depth(), OriginTS: int64(join.OriginServerTS()), JSON: join.JSON(),
+			StreamPos: p[0], BeforeSnapshot: p[1], AfterSnapshot: p[2], ReplacesNID: before[key]}
+		if err := tx.InsertEvent(ctx, &joinEv); err != nil {
+			return err
+		}
+		for _, pdu := range state {
+			if pdu.StateKey() == nil {
+				continue
+			}
+			m := ""
+			if pdu.Type() == spec.MRoomMember {
+				m, _ = pdu.Membership()
+			}
+			k := storage.StateKey{Type: pdu.Type(), StateKey: *pdu.StateKey()}
+			if k == key {
+				continue
+			}
+			if err := tx.SetCurrentState(ctx, roomID, k, idToNID[pdu.EventID()], m, p[0]); err != nil {
+				return err
+			}
+		}
+		if err := tx.SetCurrentState(ctx, roomID, key, p[0], membership, p[0]); err != nil {
+			return err
+		}
+		if err := tx.UnforgetRoom(ctx, localpartOf(userID), roomID); err != nil {
+			return err
+		}
+		return tx.UpdateRoomHead(ctx, roomID, p[2], maxDepth, []string{join.EventID()})
+	}, nil)
+	if pos == nil {
+		return nil, <-done
+	}
+	if s.notify != nil {
+		s.notify.OnRoomEventPending(roomID, pos[0], userID)
+	}
+	if err := <-done; err != nil {
+		return nil, err
+	}
+	if err := s.loadRoom(ctx, r); err != nil {
+		return nil, err
+	}
+	if s.notify != nil {
+		s.notify.OnRoomEvent(roomID, pos[0], []string{userID})
+	}
+	return &joinEv, nil
+}
+
+// StateAtEvent returns the room state before an event (spec: federation
+// /state and /state_ids take the state "at" the event, i.e. before it... the
+// spec text says "the state of the room at the given event", which servers
+// implement as the state before it), and that state's auth chain.
+func (s *Server) StateAtEvent(ctx context.Context, roomID, eventID string) (state, authChain []*storage.Event, err error) {
+	e, err := s.db.EventByID(ctx, eventID)
+	if err != nil || e.RoomID != roomID || e.Outlier {
+		return nil, nil, httputil.NotFound("Unknown event")
+	}
+	m, err := s.Snapshot(ctx, e.BeforeSnapshot)
+	if err != nil {
+		return nil, nil, err
+	}
+	nids := make([]int64, 0, len(m))
+	for _, nid := range m {
+		nids = append(nids, nid)
+	}
+	state, err = s.Events(ctx, nids)
+	if err != nil {
+		return nil, nil, err
+	}
+	ver, err := s.RoomVersion(ctx, roomID)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids := make([]string, len(state))
+	for i, e := range state {
+		ids[i] = e.EventID
+	}
+	authChain, err = s.AuthChain(ctx, ver, ids)
+	return state, authChain, err
+}
+
+// EventByID returns a stored event (outliers included).
+func (s *Server) EventByID(ctx context.Context, eventID string) (*storage.Event, error) {
+	return s.db.EventByID(ctx, eventID)
+}
+
+// MembershipTemplate builds the event template for a remote user's join,
+// leave or knock (spec: make_join, make_leave, make_knock): prev_events,
+// auth_events and depth from the current head, unsigned. It fails with
+// M_FORBIDDEN if the current state would not allow the event.
+func (s *Server) MembershipTemplate(ctx context.Context, roomID, userID, membership string) (gomatrixserverlib.RoomVersion, map[string]any, error) {
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return "", nil, err
+	}
+	defer r.mu.Unlock()
+	impl, err := gomatrixserverlib.GetRoomVersion(r.version)
+	if err != nil {
+		return "", nil, err
+	}
+	content := []byte(`{"membership":"` + membership + `"}`)
+	prev := r.extremities
+	if len(prev) > 20 {
+		prev = prev[:20]
+	}
+	pe := gomatrixserverlib.ProtoEvent{SenderID: userID, RoomID: r.id, Type: spec.MRoomMember, StateKey: &userID,
+		PrevEvents: prev, Depth: r.maxDepth + 1, Content: content}
+	needed, err := gomatrixserverlib.StateNeededForProtoEvent(&pe)
+	if err != nil {
+		return "", nil, httputil.BadJSON(err.Error())
+	}
+	ae, err := r.authEvents(needed)
+	if err != nil {
+		return "", nil, err
+	}
+	eb := impl.NewEventBuilderFromProtoEvent(&pe)
+	if err := eb.AddAuthEvents(ae); err != nil {
+		return "", nil, httputil.Forbidden(err.Error())
+	}
+	// Build it (signed by us, only to check it) against the current state.
+	probe, err := eb.Build(time.Now(), s.cfg.ServerName, s.cfg.KeyID, s.cfg.PrivateKey)
+	if err != nil {
+		return "", nil, httputil.BadJSON(err.Error())
+	}
+	if err := gomatrixserverlib.Allowed(probe, ae, UserIDForSender); err != nil {
+		return "", nil, httputil.Forbidden(err.Error())
+	}
+	tmpl := map[string]any{
+		"type": spec.MRoomMember, "room_id": r.id, "sender": userID, "state_key": userID,
+		"content": map[string]any{"membership": membership}, "prev_events": eb.PrevEvents,
+		"auth_events": eb.AuthEvents, "depth": eb.Depth, "origin": ServerOf(userID),
+		"origin_server_ts": time.Now().UnixMilli(),
+	}
+	return r.version, tmpl, nil
+}
+
+// EventsByIDs returns the stored events among ids (outliers included).
+func (s *Server) EventsByIDs(ctx context.Context, ids []string) ([]*storage.Event, error) {
+	return s.db.EventsByIDs(ctx, ids)
+}
+
+// Extremities returns the room's forward extremities.
+func (s *Server) Extremities(ctx context.Context, roomID string) ([]string, error) {
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	return append([]string(nil), r.extremities...), nil
+}

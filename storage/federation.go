@@ -1,0 +1,174 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+)
+
+// NegativeNIDs reserves n event NIDs below every stream position, for
+// outliers and backfilled history (they never fall in a sync range).
+func (tx *Tx) NegativeNIDs(ctx context.Context, n int) ([]int64, error) {
+	var low int64
+	if err := tx.QueryRowContext(ctx, `UPDATE stream_counter SET pos = pos - $1 WHERE id = 2 RETURNING pos`, n).Scan(&low); err != nil {
+		return nil, err
+	}
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = low + int64(n-1-i) // first reserved is the highest
+	}
+	return out, nil
+}
+
+// EventNIDsByIDs maps the event IDs this server holds to their NIDs.
+func (db *DB) EventNIDsByIDs(ctx context.Context, q Querier, ids []string) (map[string]int64, error) {
+	out := map[string]int64{}
+	for len(ids) > 0 {
+		n := min(len(ids), 500)
+		args := make([]any, n)
+		for i := range n {
+			args[i] = ids[i]
+		}
+		rows, err := q.QueryContext(ctx, `SELECT event_id, stream_pos FROM events WHERE event_id IN (`+inList(1, n)+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id string
+			var nid int64
+			if err := rows.Scan(&id, &nid); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[id] = nid
+		}
+		rows.Close()
+		ids = ids[n:]
+	}
+	return out, nil
+}
+
+// EventsByIDs returns the events this server holds among ids (any order).
+func (db *DB) EventsByIDs(ctx context.Context, ids []string) ([]*Event, error) {
+	return eventsWhereIn(ctx, db, "event_id", ids)
+}
+
+// ServerKey is another server's signing key as cached in the key ring.
+type ServerKey struct {
+	ServerName, KeyID, PublicKey string // public key in unpadded base64
+	ValidUntilTS, ExpiredTS      int64
+}
+
+// ServerKeys returns cached keys of a server.
+func (db *DB) ServerKeys(ctx context.Context, serverName string) ([]ServerKey, error) {
+	rows, err := db.R().QueryContext(ctx, `SELECT server_name, key_id, public_key, valid_until_ts, expired_ts FROM server_keys WHERE server_name = $1`, serverName)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []ServerKey
+	for rows.Next() {
+		var k ServerKey
+		if err := rows.Scan(&k.ServerName, &k.KeyID, &k.PublicKey, &k.ValidUntilTS, &k.ExpiredTS); err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// StoreServerKeys caches keys, keeping the later validity of old and new.
+func (db *DB) StoreServerKeys(ctx context.Context, keys []ServerKey) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		for _, k := range keys {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO server_keys (server_name, key_id, public_key, valid_until_ts, expired_ts, fetched_ts)
+				VALUES ($1, $2, $3, $4, $5, $6)
+				ON CONFLICT (server_name, key_id) DO UPDATE SET public_key = excluded.public_key,
+				valid_until_ts = CASE WHEN excluded.valid_until_ts > server_keys.valid_until_ts THEN excluded.valid_until_ts ELSE server_keys.valid_until_ts END,
+				expired_ts = excluded.expired_ts, fetched_ts = excluded.fetched_ts`,
+				k.ServerName, k.KeyID, k.PublicKey, k.ValidUntilTS, k.ExpiredTS, nowMS()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// EnqueuePDU queues an event for each destination, in the event's write.
+func (tx *Tx) EnqueuePDU(ctx context.Context, destinations []string, nid int64) error {
+	for _, d := range destinations {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO federation_outbox (destination, event_nid, created_ts) VALUES ($1, $2, $3)`, d, nid, nowMS()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EnqueueEDU queues an EDU (its JSON) for each destination.
+func (db *DB) EnqueueEDU(ctx context.Context, destinations []string, edu []byte) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		for _, d := range destinations {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO federation_outbox (destination, edu, created_ts) VALUES ($1, $2, $3)`, d, string(edu), nowMS()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// OutboxItem is one queued PDU (EventNID) or EDU for a destination.
+type OutboxItem struct {
+	ID       int64
+	EventNID int64
+	EDU      []byte
+}
+
+// Outbox returns the oldest queued items for a destination.
+func (db *DB) Outbox(ctx context.Context, destination string, limit int) ([]OutboxItem, error) {
+	rows, err := db.R().QueryContext(ctx, `SELECT id, event_nid, edu FROM federation_outbox WHERE destination = $1 ORDER BY id LIMIT $2`, destination, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []OutboxItem
+	for rows.Next() {
+		var it OutboxItem
+		var edu sql.NullString
+		if err := rows.Scan(&it.ID, &it.EventNID, &edu); err != nil {
+			return nil, err
+		}
+		if edu.Valid {
+			it.EDU = []byte(edu.String)
+		}
+		out = append(out, it)
+	}
+	return out, rows.Err()
+}
+
+// OutboxDestinations lists destinations with queued items.
+func (db *DB) OutboxDestinations(ctx context.Context) ([]string, error) {
+	return queryStrings(ctx, db.R(), `SELECT DISTINCT destination FROM federation_outbox`)
+}
+
+// DeleteOutbox removes delivered items of a destination up to and including id.
+func (db *DB) DeleteOutbox(ctx context.Context, destination string, upTo int64) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM federation_outbox WHERE destination = $1 AND id <= $2`, destination, upTo)
+		return err
+	})
+}
+
+// InboundTxn returns the stored response to a transaction already processed.
+func (db *DB) InboundTxn(ctx context.Context, origin, txnID string) ([]byte, error) {
+	var resp string
+	err := db.R().QueryRowContext(ctx, `SELECT response FROM federation_inbound_txns WHERE origin = $1 AND txn_id = $2`, origin, txnID).Scan(&resp)
+	return []byte(resp), scanErr(err)
+}
+
+// RecordInboundTxn stores the response to a processed transaction.
+func (db *DB) RecordInboundTxn(ctx context.Context, origin, txnID string, response []byte) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO federation_inbound_txns (origin, txn_id, response, created_ts) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+			origin, txnID, string(response), nowMS())
+		return err
+	})
+}
