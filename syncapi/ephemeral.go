@@ -141,6 +141,25 @@ func (e *ephemeral) setPresence(userID, state string, statusMsg *string, active 
 	return changed
 }
 
+// setRemotePresence sets another server's user's presence as reported;
+// such users are not decayed by sync timeouts (their server does that).
+func (e *ephemeral) setRemotePresence(userID, state string, statusMsg *string, lastActive time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.presence[userID]
+	if !ok {
+		p = &presence{state: "offline"}
+		e.presence[userID] = p
+	}
+	changed := p.state != state || (p.statusMsg == nil) != (statusMsg == nil) ||
+		(statusMsg != nil && *p.statusMsg != *statusMsg) || !p.lastActive.Equal(lastActive)
+	p.state, p.statusMsg, p.lastActive = state, statusMsg, lastActive
+	if changed {
+		p.pos = e.pos.Add(1)
+	}
+	return changed
+}
+
 // syncing notes that a user is syncing with set_presence (default online).
 func (e *ephemeral) syncing(userID, setPresence string) bool {
 	if setPresence == "" {

@@ -1,6 +1,7 @@
 package syncapi
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -39,6 +40,9 @@ func (s *Sync) typing(r *http.Request) (any, error) {
 	}
 	if s.eph.setTyping(roomID, d.UserID, t.Bool(), timeout) {
 		s.wakeRoom(r, roomID)
+	}
+	if s.fed != nil {
+		s.fed.Typing(r.Context(), roomID, d.UserID, t.Bool(), timeout)
 	}
 	return struct{}{}, nil
 }
@@ -96,6 +100,9 @@ func (s *Sync) putReceipt(r *http.Request, d *auth.Device, roomID, typ, eventID,
 		s.notifier.Wake(d.UserID)
 	} else {
 		s.wakeRoom(r, roomID)
+		if s.fed != nil && thread == "" {
+			s.fed.Receipt(r.Context(), roomID, typ, d.UserID, eventID, time.Now().UnixMilli())
+		}
 	}
 	return nil
 }
@@ -193,4 +200,59 @@ func (s *Sync) putPresence(r *http.Request) (any, error) {
 func quote(s string) string {
 	b, _ := jsonMarshal(s)
 	return string(b)
+}
+
+// The federationapi.EDUReceiver side: ephemeral events from other servers.
+
+// RemoteTyping records a remote user's typing state.
+func (s *Sync) RemoteTyping(roomID, userID string, typing bool, timeout time.Duration) {
+	ctx := context.Background()
+	if m, err := s.rs.Membership(ctx, roomID, userID); err != nil || m != spec.Join {
+		return
+	}
+	if s.eph.setTyping(roomID, userID, typing, timeout) {
+		if members, err := s.rs.MembersWith(ctx, roomID, spec.Join); err == nil {
+			s.notifier.Wake(members...)
+		}
+	}
+}
+
+// RemoteReceipt records a remote user's public read receipt.
+func (s *Sync) RemoteReceipt(roomID, receiptType, userID, eventID string, data []byte) {
+	if receiptType != "m.read" {
+		return
+	}
+	ctx := context.Background()
+	if m, err := s.rs.Membership(ctx, roomID, userID); err != nil || m != spec.Join {
+		return
+	}
+	if e, err := s.db.EventByID(ctx, eventID); err != nil || e.RoomID != roomID {
+		return
+	}
+	ts := gjson.GetBytes(data, "ts").Int()
+	if ts <= 0 {
+		ts = time.Now().UnixMilli()
+	}
+	s.notifier.idx.pendingReceipt(roomID)
+	pos, err := s.db.PutReceipt(ctx, storage.Receipt{RoomID: roomID, UserID: userID, Type: receiptType, EventID: eventID, TS: ts})
+	s.notifier.idx.settleReceipt(roomID, pos)
+	if err == nil {
+		if members, err := s.rs.MembersWith(ctx, roomID, spec.Join); err == nil {
+			s.notifier.Wake(members...)
+		}
+	}
+}
+
+// RemotePresence records a remote user's presence.
+func (s *Sync) RemotePresence(userID, presence, statusMsg string, lastActiveAgo int64, currentlyActive bool) {
+	if !s.presenceOn || (presence != "online" && presence != "unavailable" && presence != "offline") {
+		return
+	}
+	var msg *string
+	if statusMsg != "" {
+		msg = &statusMsg
+	}
+	if s.eph.setRemotePresence(userID, presence, msg, time.Now().Add(-time.Duration(lastActiveAgo)*time.Millisecond)) {
+		s.wakeSharing(context.Background(), userID)
+	}
 }

@@ -35,14 +35,25 @@ type Sync struct {
 	filters     *lru.Cache[string, *Filter]     // localpart|filter ID -> parsed filter
 	unread      *lru.Cache[string, unreadCount] // user|room -> counts
 	stopOnce    sync.Once
+	fed         FederationEDUs
+	serverName  string
+}
+
+// FederationEDUs sends our users' ephemeral events to the other servers
+// concerned (nil: no federation).
+type FederationEDUs interface {
+	Typing(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration)
+	Receipt(ctx context.Context, roomID, receiptType, userID, eventID string, ts int64)
+	Presence(ctx context.Context, userID string, content map[string]any)
 }
 
 // Stop makes waiting long-polls return at once (used at shutdown).
 func (s *Sync) Stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
 // New constructs the sync API.
-func New(db *storage.DB, rs *roomserver.Server, notifier *Notifier, presence bool, log *slog.Logger) *Sync {
+func New(db *storage.DB, rs *roomserver.Server, notifier *Notifier, presence bool, fed FederationEDUs, serverName string, log *slog.Logger) *Sync {
 	return &Sync{db: db, rs: rs, notifier: notifier, eph: newEphemeral(), log: log, presenceOn: presence, stopping: make(chan struct{}),
+		fed: fed, serverName: serverName,
 		sentMembers: lru.New[string, map[string]string](4096), filters: lru.New[string, *Filter](1024),
 		unread: lru.New[string, unreadCount](8192)}
 }
@@ -72,8 +83,16 @@ func (s *Sync) Run(ctx context.Context) {
 	}
 }
 
-// wakeSharing wakes everyone who shares a room with userID (and them).
+// isLocal reports whether a user is on this server.
+func (s *Sync) isLocal(userID string) bool { return roomserver.ServerOf(userID) == s.serverName }
+
+// wakeSharing wakes everyone who shares a room with userID (and them), and
+// tells other servers sharing a room when userID is ours.
 func (s *Sync) wakeSharing(ctx context.Context, userID string) {
+	if s.fed != nil && s.isLocal(userID) {
+		c, _ := s.eph.presenceOf(userID)
+		s.fed.Presence(ctx, userID, c)
+	}
 	rooms, err := s.db.RoomsByMembership(ctx, userID, spec.Join)
 	if err != nil {
 		return

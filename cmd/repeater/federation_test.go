@@ -129,3 +129,41 @@ func TestFederationJoinAndMessages(t *testing.T) {
 		return false
 	})
 }
+
+// Typing, read receipts and presence cross servers (EDUs).
+func TestFederationEDUs(t *testing.T) {
+	srv := fedNet(t, 2)
+	alice := srv[0].register("alice")
+	bob := srv[1].register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name=s0.test", map[string]any{})
+	eventID := alice.send(roomID, "read me")
+	eventually(t, "message on bob's server", func() bool { return len(timelineBodies(bob, roomID)) == 1 })
+
+	room := "rooms.join." + gjson.Escape(roomID)
+	alice.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/typing/"+url.PathEscape(alice.userID), map[string]any{"typing": true, "timeout": 10000})
+	eventually(t, "alice typing on bob's server", func() bool {
+		s := bob.must("GET", "/_matrix/client/v3/sync", nil)
+		for _, e := range s.Get(room + ".ephemeral.events").Array() {
+			if e.Get("type").Str == "m.typing" && e.Get("content.user_ids.0").Str == alice.userID {
+				return true
+			}
+		}
+		return false
+	})
+	bob.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/receipt/m.read/"+url.PathEscape(eventID), map[string]any{})
+	eventually(t, "bob's receipt on alice's server", func() bool {
+		s := alice.must("GET", "/_matrix/client/v3/sync", nil)
+		for _, e := range s.Get(room + ".ephemeral.events").Array() {
+			if e.Get("type").Str == "m.receipt" && e.Get("content."+gjson.Escape(eventID)+".m\\.read."+gjson.Escape(bob.userID)).Exists() {
+				return true
+			}
+		}
+		return false
+	})
+	bob.must("PUT", "/_matrix/client/v3/presence/"+url.PathEscape(bob.userID)+"/status", map[string]any{"presence": "online", "status_msg": "on the air"})
+	eventually(t, "bob's presence on alice's server", func() bool {
+		st, p := alice.do("GET", "/_matrix/client/v3/presence/"+url.PathEscape(bob.userID)+"/status", nil)
+		return st == 200 && p.Get("presence").Str == "online" && p.Get("status_msg").Str == "on the air"
+	})
+}

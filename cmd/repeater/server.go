@@ -75,8 +75,8 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		return d.Localpart, d.DeviceID, d.IsGuest, nil
 	}}
 	capi := clientapi.New(cfg, db, rs, notifier, fapi, log)
-	sapi := syncapi.New(db, rs, notifier, cfg.Presence.Enabled, log)
-	fapi.Attach(rs, nil)
+	sapi := syncapi.New(db, rs, notifier, cfg.Presence.Enabled, fapi, cfg.ServerName, log)
+	fapi.Attach(rs, sapi)
 
 	root := mux.NewRouter().UseEncodedPath()
 	capi.RootRoutes(root)

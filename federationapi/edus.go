@@ -1,0 +1,84 @@
+package federationapi
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+)
+
+// The syncapi.FederationEDUs side: our users' typing notifications, read
+// receipts and presence, queued for the other servers concerned (spec:
+// Server-Server API, "Typing Notifications", "Receipts", "Presence").
+
+func (a *API) queueEDU(ctx context.Context, eduType string, content any, destinations []string) {
+	var dests []string
+	for _, d := range destinations {
+		if d != string(a.serverName) {
+			dests = append(dests, d)
+		}
+	}
+	if len(dests) == 0 {
+		return
+	}
+	edu, err := json.Marshal(map[string]any{"edu_type": eduType, "content": content})
+	if err != nil {
+		return
+	}
+	if err := a.db.EnqueueEDU(context.WithoutCancel(ctx), dests, edu); err != nil {
+		a.log.Warn("queueing EDU", "type", eduType, "err", err)
+		return
+	}
+	a.Sender.Queued(dests)
+}
+
+// Typing implements syncapi.FederationEDUs.
+func (a *API) Typing(ctx context.Context, roomID, userID string, typing bool, _ time.Duration) {
+	servers, err := a.rs.JoinedServers(ctx, roomID)
+	if err != nil {
+		return
+	}
+	a.queueEDU(ctx, "m.typing", map[string]any{"room_id": roomID, "user_id": userID, "typing": typing}, servers)
+}
+
+// Receipt implements syncapi.FederationEDUs.
+func (a *API) Receipt(ctx context.Context, roomID, receiptType, userID, eventID string, ts int64) {
+	servers, err := a.rs.JoinedServers(ctx, roomID)
+	if err != nil {
+		return
+	}
+	a.queueEDU(ctx, "m.receipt", map[string]any{roomID: map[string]any{receiptType: map[string]any{
+		userID: map[string]any{"event_ids": []string{eventID}, "data": map[string]any{"ts": ts}}}}}, servers)
+}
+
+// Presence implements syncapi.FederationEDUs: sent to every server sharing
+// a room with the user.
+func (a *API) Presence(ctx context.Context, userID string, content map[string]any) {
+	rooms, err := a.db.RoomsByMembership(ctx, userID, spec.Join)
+	if err != nil {
+		return
+	}
+	seen := map[string]bool{}
+	var servers []string
+	for _, room := range rooms {
+		ss, err := a.rs.JoinedServers(ctx, room)
+		if err != nil {
+			continue
+		}
+		for _, s := range ss {
+			if !seen[s] {
+				seen[s] = true
+				servers = append(servers, s)
+			}
+		}
+	}
+	p := map[string]any{"user_id": userID}
+	for k, v := range content {
+		p[k] = v
+	}
+	if _, ok := p["presence"]; !ok {
+		p["presence"] = "offline"
+	}
+	a.queueEDU(ctx, "m.presence", map[string]any{"push": []any{p}}, servers)
+}
