@@ -44,6 +44,7 @@ type API struct {
 type RemoteRooms interface {
 	ResolveAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
 	JoinRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) (string, error)
+	RejectRemoteInvite(ctx context.Context, roomID, userID string) error
 }
 
 // New constructs the client API.

@@ -112,6 +112,9 @@ func (a *API) join(r *http.Request) (any, error) {
 	}
 	// Servers to join through: ?server_name= and ?via= (spec: "POST
 	// /join/{roomIdOrAlias}"), then the room ID's server (v1-11 rooms).
+	if _, inv, err := a.rs.RemoteInvite(r.Context(), roomID, d.UserID); err == nil {
+		via = append(via, roomserver.ServerOf(inv.Sender)) // the inviter's server is in the room
+	}
 	via = append(via, r.URL.Query()["server_name"]...)
 	via = append(via, r.URL.Query()["via"]...)
 	if _, srv, ok := strings.Cut(roomID, ":"); ok {
@@ -166,6 +169,12 @@ func (a *API) membership(action string) httputil.Handler {
 		if action == "leave" {
 			_, err := a.rs.ChangeMembership(r.Context(), roomID, d.UserID, d.UserID, spec.Leave, reason, nil)
 			if errors.Is(err, roomserver.ErrUnknownRoom) {
+				// Declining an invite to a room on another server.
+				if a.remote != nil {
+					if _, _, ierr := a.rs.RemoteInvite(r.Context(), roomID, d.UserID); ierr == nil {
+						return struct{}{}, a.remote.RejectRemoteInvite(r.Context(), roomID, d.UserID)
+					}
+				}
 				return nil, httputil.NotFound("Unknown room")
 			}
 			return struct{}{}, err

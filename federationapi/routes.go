@@ -26,6 +26,8 @@ func (a *API) Routes(root *mux.Router) {
 	v2.Handle("/send_join/{roomId}/{eventId}", a.authed(a.sendMembership("join", false))).Methods(http.MethodPut)
 	v1.Handle("/send_leave/{roomId}/{eventId}", a.authed(a.sendMembership("leave", true))).Methods(http.MethodPut)
 	v2.Handle("/send_leave/{roomId}/{eventId}", a.authed(a.sendMembership("leave", false))).Methods(http.MethodPut)
+	v1.Handle("/invite/{roomId}/{eventId}", a.authed(a.invite(true))).Methods(http.MethodPut)
+	v2.Handle("/invite/{roomId}/{eventId}", a.authed(a.invite(false))).Methods(http.MethodPut)
 	v1.Handle("/event/{eventId}", a.authed(a.getEvent)).Methods(http.MethodGet)
 	v1.Handle("/state/{roomId}", a.authed(a.stateAt(false))).Methods(http.MethodGet)
 	v1.Handle("/state_ids/{roomId}", a.authed(a.stateAt(true))).Methods(http.MethodGet)

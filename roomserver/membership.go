@@ -125,21 +125,24 @@ func (s *Server) StrippedState(ctx context.Context, roomID string) ([]map[string
 	if err != nil {
 		return nil, err
 	}
-	var pdus []gomatrixserverlib.PDU
+	defer r.mu.Unlock()
+	return r.strippedState(), nil
+}
+
+// strippedState is the room's stripped state (spec: "Stripped state"); r
+// must be locked.
+func (r *room) strippedState() []map[string]any {
+	var out []map[string]any
 	for _, t := range []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, spec.MRoomAvatar, spec.MRoomTopic, spec.MRoomCanonicalAlias, spec.MRoomEncryption} {
 		if nid, ok := r.state[storage.StateKey{Type: t}]; ok {
-			pdus = append(pdus, r.pdus[nid])
+			p := r.pdus[nid]
+			out = append(out, map[string]any{
+				"type": p.Type(), "state_key": *p.StateKey(), "sender": string(p.SenderID()),
+				"content": spec.RawJSON(p.Content()),
+			})
 		}
 	}
-	r.mu.Unlock()
-	out := make([]map[string]any, 0, len(pdus))
-	for _, p := range pdus {
-		out = append(out, map[string]any{
-			"type": p.Type(), "state_key": *p.StateKey(), "sender": string(p.SenderID()),
-			"content": spec.RawJSON(p.Content()),
-		})
-	}
-	return out, nil
+	return out
 }
 
 // sameContent compares event content with new content, canonically.

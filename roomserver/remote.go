@@ -706,6 +706,9 @@ func (s *Server) ImportJoin(ctx context.Context, ver gomatrixserverlib.RoomVersi
 		if err := tx.UnforgetRoom(ctx, localpartOf(userID), roomID); err != nil {
 			return err
 		}
+		if err := tx.DeleteRemoteInvite(ctx, roomID, userID); err != nil {
+			return err
+		}
 		return tx.UpdateRoomHead(ctx, roomID, p[2], maxDepth, []string{join.EventID()})
 	}, nil)
 	if pos == nil {
@@ -827,4 +830,40 @@ func (s *Server) Extremities(ctx context.Context, roomID string) ([]string, erro
 	}
 	defer r.mu.Unlock()
 	return append([]string(nil), r.extremities...), nil
+}
+
+// RemoteMembership records an invite (or its rejection) for a local user to
+// a room this server is not in; stripped is the room's stripped state as
+// the inviting server sent it (JSON array).
+func (s *Server) RemoteMembership(ctx context.Context, ver gomatrixserverlib.RoomVersion, pdu gomatrixserverlib.PDU, stripped []byte) (*storage.Event, error) {
+	m, _ := pdu.Membership()
+	e := &storage.Event{EventID: pdu.EventID(), RoomID: pdu.RoomID().String(), Type: pdu.Type(), StateKey: pdu.StateKey(),
+		Sender: string(pdu.SenderID()), Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()), JSON: pdu.JSON()}
+	target := *pdu.StateKey()
+	err := s.db.StoreRemoteInvite(ctx, e, string(ver), stripped, m, func(pos int64) {
+		if s.notify != nil {
+			s.notify.OnRoomEventPending(e.RoomID, pos, target)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s.notify != nil {
+		s.notify.OnRoomEvent(e.RoomID, e.StreamPos, []string{target})
+	}
+	return e, nil
+}
+
+// RemoteInvite returns a local user's pending invite to a room this server
+// is not in.
+func (s *Server) RemoteInvite(ctx context.Context, roomID, userID string) (*storage.RemoteInvite, *storage.Event, error) {
+	ri, err := s.db.GetRemoteInvite(ctx, roomID, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := s.Event(ctx, ri.EventNID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ri, e, nil
 }

@@ -41,6 +41,15 @@ type Config struct {
 	// Outbound, if set, is told when local events were queued for other
 	// servers (in the event's own transaction; see storage.EnqueuePDU).
 	Outbound Outbound
+	// Inviter, if set, has a remote invitee's server sign an invite
+	// before it is stored.
+	Inviter Inviter
+}
+
+// Inviter sends an invite to the invitee's server and returns the event
+// with that server's signature.
+type Inviter interface {
+	SendInvite(ctx context.Context, pdu gomatrixserverlib.PDU, stripped []map[string]any) (gomatrixserverlib.PDU, error)
 }
 
 // Outbound is the federation sender, as the roomserver sees it.
@@ -254,6 +263,15 @@ func (s *Server) buildAndStore(ctx context.Context, r *room, sender, evType stri
 	}
 	if err := gomatrixserverlib.Allowed(pdu, ae, UserIDForSender); err != nil {
 		return nil, nil, httputil.Forbidden(err.Error())
+	}
+	if evType == spec.MRoomMember && stateKey != nil && ServerOf(*stateKey) != string(s.cfg.ServerName) && s.cfg.Inviter != nil {
+		if m, _ := pdu.Membership(); m == spec.Invite {
+			signed, err := s.cfg.Inviter.SendInvite(ctx, pdu, r.strippedState())
+			if err != nil {
+				return nil, nil, err
+			}
+			pdu = signed
+		}
 	}
 	return s.store(ctx, r, pdu, opts)
 }

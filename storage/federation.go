@@ -172,3 +172,65 @@ func (db *DB) RecordInboundTxn(ctx context.Context, origin, txnID string, respon
 		return err
 	})
 }
+
+// RemoteInvite is an invite to a room this server is not in.
+type RemoteInvite struct {
+	RoomID, UserID, RoomVersion string
+	EventNID                    int64
+	Stripped                    []byte // JSON array of stripped state events
+}
+
+// StoreRemoteInvite records a membership event (invite, or the leave that
+// rejects one) about a local user in a room this server is not in, at a new
+// stream position, with the room's stripped state for an invite.
+func (db *DB) StoreRemoteInvite(ctx context.Context, e *Event, version string, stripped []byte, membership string, pending func(pos int64)) error {
+	pos, done := db.Submit(1, func(tx *Tx) error {
+		ev := *e
+		ev.StreamPos = tx.Positions()[0]
+		if err := tx.InsertEvent(ctx, &ev); err != nil {
+			return err
+		}
+		k := StateKey{Type: "m.room.member", StateKey: *e.StateKey}
+		if err := tx.SetCurrentState(ctx, e.RoomID, k, ev.NID, membership, ev.StreamPos); err != nil {
+			return err
+		}
+		if membership != "invite" {
+			_, err := tx.ExecContext(ctx, `DELETE FROM remote_invites WHERE room_id = $1 AND user_id = $2`, e.RoomID, *e.StateKey)
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO remote_invites (room_id, user_id, event_nid, room_version, stripped) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (room_id, user_id) DO UPDATE SET event_nid = excluded.event_nid, room_version = excluded.room_version, stripped = excluded.stripped`,
+			e.RoomID, *e.StateKey, ev.NID, version, string(stripped))
+		return err
+	}, nil)
+	if pos == nil {
+		return <-done
+	}
+	if pending != nil {
+		pending(pos[0])
+	}
+	if err := <-done; err != nil {
+		return err
+	}
+	e.StreamPos, e.NID = pos[0], pos[0]
+	return nil
+}
+
+// GetRemoteInvite returns a pending invite to a room this server is not in.
+func (db *DB) GetRemoteInvite(ctx context.Context, roomID, userID string) (*RemoteInvite, error) {
+	var ri RemoteInvite
+	var stripped string
+	err := db.R().QueryRowContext(ctx, `SELECT room_id, user_id, event_nid, room_version, stripped FROM remote_invites WHERE room_id = $1 AND user_id = $2`,
+		roomID, userID).Scan(&ri.RoomID, &ri.UserID, &ri.EventNID, &ri.RoomVersion, &stripped)
+	if err != nil {
+		return nil, scanErr(err)
+	}
+	ri.Stripped = []byte(stripped)
+	return &ri, nil
+}
+
+// DeleteRemoteInvite forgets a remote invite (the user joined the room).
+func (tx *Tx) DeleteRemoteInvite(ctx context.Context, roomID, userID string) error {
+	_, err := tx.ExecContext(ctx, `DELETE FROM remote_invites WHERE room_id = $1 AND user_id = $2`, roomID, userID)
+	return err
+}

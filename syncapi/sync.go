@@ -266,6 +266,10 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 		for _, roomID := range invited {
 			if rf.AllowsRoom(roomID) {
 				ev, err := s.rs.CurrentStateEvent(ctx, roomID, spec.MRoomMember, userID)
+				if err != nil {
+					// An invite to a room on another server that we are not in.
+					_, ev, err = s.rs.RemoteInvite(ctx, roomID, userID)
+				}
 				if err != nil || ev == nil || req.ignored[ev.Sender] {
 					continue
 				}
@@ -290,6 +294,13 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 			}
 			// A rejected invite or a leave from a room we never saw still
 			// shows up, so clients can drop the invite.
+			if _, err := s.rs.RoomVersion(ctx, roomID); err != nil {
+				// A room on another server we were only invited to.
+				leave[roomID] = map[string]any{"state": map[string]any{"events": []any{}}, "account_data": map[string]any{"events": []any{}},
+					"timeline": map[string]any{"events": []any{s.rs.ClientEvent(ctx, me, req.dev.UserID, req.dev.DeviceID)}, "limited": false}}
+				resp.empty = false
+				continue
+			}
 			rr, _, err := s.roomData(ctx, req, roomID, since, me.StreamPos, req.fullState || !s.wasJoinedBefore(ctx, firstMembership[roomID]), "leave")
 			if err != nil {
 				return nil, err
@@ -704,10 +715,18 @@ func (s *Sync) stateDelta(ctx context.Context, roomID string, since int64, toSna
 }
 
 func (s *Sync) inviteData(ctx context.Context, me *storage.Event, d *auth.Device) map[string]any {
-	stripped, _ := s.rs.StrippedState(ctx, me.RoomID)
+	stripped, err := s.rs.StrippedState(ctx, me.RoomID)
 	evs := make([]any, 0, len(stripped)+1)
 	for _, st := range stripped {
 		evs = append(evs, st)
+	}
+	if err != nil {
+		// A room on another server: the stripped state its server sent.
+		if ri, _, err := s.rs.RemoteInvite(ctx, me.RoomID, *me.StateKey); err == nil {
+			for _, st := range gjson.ParseBytes(ri.Stripped).Array() {
+				evs = append(evs, json.RawMessage(st.Raw))
+			}
+		}
 	}
 	evs = append(evs, s.rs.ClientEvent(ctx, me, d.UserID, d.DeviceID))
 	return map[string]any{"invite_state": map[string]any{"events": evs}}

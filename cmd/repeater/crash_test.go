@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +97,8 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 	}
 
 	start()
+	// Pooled connections went to the killed process.
+	http.DefaultClient.CloseIdleConnections()
 	for id := range acked {
 		st, res := alice.do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/event/"+url.PathEscape(id), nil)
 		if st != 200 {

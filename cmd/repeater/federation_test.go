@@ -167,3 +167,45 @@ func TestFederationEDUs(t *testing.T) {
 		return st == 200 && p.Get("presence").Str == "online" && p.Get("status_msg").Str == "on the air"
 	})
 }
+
+// Invites to users on another server: accept (join through the inviter's
+// server) and reject (send_leave through it).
+func TestFederationInvites(t *testing.T) {
+	srv := fedNet(t, 2)
+	alice := srv[0].register("alice")
+	bob := srv[1].register("bob")
+	carol := srv[1].register("carol")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Secret"}).Get("room_id").Str
+	path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
+	alice.must("POST", path+"/invite", map[string]any{"user_id": bob.userID})
+	alice.must("POST", path+"/invite", map[string]any{"user_id": carol.userID})
+
+	inv := bob.must("GET", "/_matrix/client/v3/sync", nil).Get("rooms.invite." + gjson.Escape(roomID) + ".invite_state.events")
+	sawName, sawInvite := false, false
+	for _, e := range inv.Array() {
+		sawName = sawName || (e.Get("type").Str == "m.room.name" && e.Get("content.name").Str == "Secret")
+		sawInvite = sawInvite || (e.Get("type").Str == "m.room.member" && e.Get("state_key").Str == bob.userID && e.Get("content.membership").Str == "invite")
+	}
+	if !sawName || !sawInvite {
+		t.Fatalf("bob's invite state: %s", inv.Raw)
+	}
+	// The room is private: bob joins through the invite.
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
+	alice.send(roomID, "welcome")
+	eventually(t, "alice's message on bob's server", func() bool {
+		b := timelineBodies(bob, roomID)
+		return len(b) > 0 && b[len(b)-1] == "welcome"
+	})
+
+	// Carol declines.
+	since := carol.must("GET", "/_matrix/client/v3/sync", nil).Get("next_batch").Str
+	carol.must("POST", path+"/leave", map[string]any{})
+	eventually(t, "carol's rejection on alice's server", func() bool {
+		st, ev := alice.do("GET", path+"/state/m.room.member/"+url.PathEscape(carol.userID), nil)
+		return st == 200 && ev.Get("membership").Str == "leave"
+	})
+	s := carol.must("GET", "/_matrix/client/v3/sync?since="+since, nil)
+	if !s.Get("rooms.leave."+gjson.Escape(roomID)).Exists() || s.Get("rooms.invite."+gjson.Escape(roomID)).Exists() {
+		t.Fatalf("carol's sync after declining: %s", s.Get("rooms").Raw)
+	}
+}

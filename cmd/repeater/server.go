@@ -66,6 +66,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		ServerName: spec.ServerName(cfg.ServerName), KeyID: key.KeyID, PrivateKey: key.PrivateKey,
 		DefaultVersion: gomatrixserverlib.RoomVersion(cfg.DefaultRoomVersion),
 		Outbound:       fapi.Sender,
+		Inviter:        fapi,
 	}, db, notifier, log)
 	authn := &auth.Authenticator{ServerName: cfg.ServerName, Log: log, Lookup: func(ctx context.Context, hash string) (string, string, bool, error) {
 		d, err := db.DeviceByTokenHash(ctx, hash)

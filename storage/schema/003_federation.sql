@@ -39,3 +39,15 @@ CREATE TABLE federation_inbound_txns (
     created_ts BIGINT NOT NULL,
     PRIMARY KEY (origin, txn_id)
 );
+
+-- Invites from other servers to rooms this server is not in: the stripped
+-- state the inviting server sent (spec: "Inviting to a room"), shown to the
+-- invited user until they join or reject.
+CREATE TABLE remote_invites (
+    room_id      TEXT NOT NULL,
+    user_id      TEXT NOT NULL,
+    event_nid    BIGINT NOT NULL,
+    room_version TEXT NOT NULL,
+    stripped     TEXT NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+);
