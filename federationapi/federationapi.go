@@ -50,6 +50,8 @@ type API struct {
 	client  fclient.FederationClient
 	keyRing *gomatrixserverlib.KeyRing
 	Sender  *Sender
+	bf      backfillState
+	runCtx  context.Context // for background work (full backfill)
 }
 
 // Deps are what the federation API is built from.
@@ -96,7 +98,12 @@ func (a *API) Attach(rs *roomserver.Server, edus EDUReceiver) {
 }
 
 // Run delivers queued events until ctx ends.
-func (a *API) Run(ctx context.Context) { a.Sender.run(ctx) }
+func (a *API) Run(ctx context.Context) {
+	a.Sender.mu.Lock()
+	a.runCtx = ctx
+	a.Sender.mu.Unlock()
+	a.Sender.run(ctx)
+}
 
 // isLocal reports whether a server name is ours.
 func (a *API) isLocal(s spec.ServerName) bool { return s == a.serverName }

@@ -217,7 +217,16 @@ func (a *API) joinVia(ctx context.Context, srv spec.ServerName, roomID, userID s
 	}
 	state := checked.GetStateEvents().TrustedEvents(ver, false)
 	chain := checked.GetAuthEvents().TrustedEvents(ver, false)
-	return a.rs.ImportJoin(ctx, ver, join, state, chain)
+	ev, err := a.rs.ImportJoin(ctx, ver, join, state, chain)
+	if err == nil && a.cfg.Federation.Backfill == "full" {
+		a.Sender.mu.Lock()
+		bg := a.runCtx
+		a.Sender.mu.Unlock()
+		if bg != nil {
+			go a.backfillAll(bg, roomID)
+		}
+	}
+	return ev, err
 }
 
 // missingAuth fetches auth events a response lacks from the server that sent it.

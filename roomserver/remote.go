@@ -620,7 +620,7 @@ func (s *Server) ImportJoin(ctx context.Context, ver gomatrixserverlib.RoomVersi
 	for id := range all {
 		ids = append(ids, id)
 	}
-	held, err := s.db.EventNIDsByIDs(ctx, s.db.R(), ids)
+	held, err := s.db.EventNIDsByIDs(ctx, s.db.R(), ids, false)
 	if err != nil {
 		return nil, err
 	}
@@ -707,6 +707,14 @@ func (s *Server) ImportJoin(ctx context.Context, ver gomatrixserverlib.RoomVersi
 			return err
 		}
 		if err := tx.DeleteRemoteInvite(ctx, roomID, userID); err != nil {
+			return err
+		}
+		// The history before the join is not held yet: backfill fills it.
+		var gaps []storage.Gap
+		for _, id := range join.PrevEventIDs() {
+			gaps = append(gaps, storage.Gap{EventID: id, Depth: join.Depth()})
+		}
+		if err := tx.AddGaps(ctx, roomID, gaps); err != nil {
 			return err
 		}
 		return tx.UpdateRoomHead(ctx, roomID, p[2], maxDepth, []string{join.EventID()})
@@ -866,4 +874,178 @@ func (s *Server) RemoteInvite(ctx context.Context, roomID, userID string) (*stor
 		return nil, nil, err
 	}
 	return ri, e, nil
+}
+
+// Gaps returns the room's backward extremities (see storage.Gap).
+func (s *Server) Gaps(ctx context.Context, roomID string) ([]storage.Gap, error) {
+	return s.db.Gaps(ctx, roomID)
+}
+
+// StoreBackfilled stores history fetched from other servers (spec:
+// "Backfilling"): events whose signatures the caller checked, each
+// authorised against its own auth events (held, in the batch, or fetched
+// with fetchAuth and stored as outliers). They join the timeline at their
+// depth, below every sync position, and never change current state. It
+// returns how many events were added to the timeline.
+func (s *Server) StoreBackfilled(ctx context.Context, roomID string, pdus []gomatrixserverlib.PDU, fetchAuth func(ids []string) []gomatrixserverlib.PDU) (int, error) {
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	defer r.mu.Unlock()
+	ids := make([]string, 0, len(pdus))
+	batch := map[string]gomatrixserverlib.PDU{}
+	for _, p := range pdus {
+		if p.RoomID().String() != roomID || p.Version() != r.version {
+			continue
+		}
+		if _, dup := batch[p.EventID()]; !dup {
+			batch[p.EventID()] = p
+			ids = append(ids, p.EventID())
+		}
+	}
+	heldEvs, err := s.db.EventsByIDs(ctx, ids)
+	if err != nil {
+		return 0, err
+	}
+	held := map[string]*storage.Event{}
+	for _, e := range heldEvs {
+		held[e.EventID] = e
+	}
+	// Auth events: those neither held nor in the batch are fetched.
+	var authIDs []string
+	seenAuth := map[string]bool{}
+	for _, p := range batch {
+		for _, a := range p.AuthEventIDs() {
+			if batch[a] == nil && !seenAuth[a] {
+				seenAuth[a] = true
+				authIDs = append(authIDs, a)
+			}
+		}
+	}
+	authPDUs, _, err := s.storedPDUs(ctx, r.version, authIDs)
+	if err != nil {
+		return 0, err
+	}
+	var fetched []gomatrixserverlib.PDU
+	var missing []string
+	for _, a := range authIDs {
+		if authPDUs[a] == nil {
+			missing = append(missing, a)
+		}
+	}
+	if len(missing) > 0 && fetchAuth != nil {
+		for _, p := range fetchAuth(missing) {
+			if p.RoomID().String() == roomID && authPDUs[p.EventID()] == nil {
+				authPDUs[p.EventID()] = p
+				fetched = append(fetched, p)
+			}
+		}
+	}
+	lookup := func(id string) gomatrixserverlib.PDU {
+		if p := batch[id]; p != nil {
+			return p
+		}
+		return authPDUs[id]
+	}
+	type item struct {
+		pdu      gomatrixserverlib.PDU
+		rejected bool
+		promote  bool
+	}
+	var items []item
+	for _, id := range ids {
+		p := batch[id]
+		if h := held[id]; h != nil && !h.Outlier {
+			continue
+		}
+		var list []gomatrixserverlib.PDU
+		ok := true
+		for _, a := range p.AuthEventIDs() {
+			ap := lookup(a)
+			if ap == nil {
+				ok = false
+				break
+			}
+			list = append(list, ap)
+		}
+		rejected := !ok
+		if ok {
+			ae, err := gomatrixserverlib.NewAuthEvents(list)
+			rejected = err != nil || gomatrixserverlib.Allowed(p, ae, UserIDForSender) != nil
+		}
+		items = append(items, item{pdu: p, rejected: rejected, promote: held[id] != nil})
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].pdu.Depth() < items[j].pdu.Depth() })
+	added := 0
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		nids, err := tx.NegativeNIDs(ctx, len(items)+len(fetched)+1)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, p := range fetched {
+			oe := &storage.Event{EventID: p.EventID(), RoomID: roomID, Type: p.Type(), StateKey: p.StateKey(),
+				Sender: string(p.SenderID()), Depth: p.Depth(), OriginTS: int64(p.OriginServerTS()),
+				JSON: p.JSON(), Outlier: true, StreamPos: nids[n]}
+			n++
+			if err := tx.InsertEvent(ctx, oe); err != nil {
+				return err
+			}
+		}
+		inBatch := map[string]bool{}
+		for _, it := range items {
+			inBatch[it.pdu.EventID()] = true
+		}
+		var gaps []storage.Gap
+		for _, it := range items {
+			p := it.pdu
+			if err := tx.FillGap(ctx, roomID, p.EventID()); err != nil {
+				return err
+			}
+			if it.promote {
+				if err := tx.PromoteOutlier(ctx, p.EventID()); err != nil {
+					return err
+				}
+			} else {
+				e := &storage.Event{EventID: p.EventID(), RoomID: roomID, Type: p.Type(), StateKey: p.StateKey(),
+					Sender: string(p.SenderID()), Depth: p.Depth(), OriginTS: int64(p.OriginServerTS()),
+					JSON: p.JSON(), Rejected: it.rejected, StreamPos: nids[n]}
+				n++
+				if err := tx.InsertEvent(ctx, e); err != nil {
+					return err
+				}
+			}
+			if !it.rejected {
+				added++
+			}
+			for _, prev := range p.PrevEventIDs() {
+				if !inBatch[prev] {
+					gaps = append(gaps, storage.Gap{EventID: prev, Depth: p.Depth()})
+				}
+			}
+		}
+		// A referenced prev already in the timeline is no gap.
+		var gapIDs []string
+		for _, g := range gaps {
+			gapIDs = append(gapIDs, g.EventID)
+		}
+		have, err := s.db.EventNIDsByIDs(ctx, tx, gapIDs, true)
+		if err != nil {
+			return err
+		}
+		var real []storage.Gap
+		for _, g := range gaps {
+			if _, ok := have[g.EventID]; !ok {
+				real = append(real, g)
+			}
+		}
+		return tx.AddGaps(ctx, roomID, real)
+	})
+	if err != nil {
+		return 0, err
+	}
+	// Cached copies of promoted outliers are stale.
+	s.events.RemoveIf(func(e *storage.Event) bool { return e.RoomID == roomID && e.Outlier })
+	return added, nil
 }

@@ -19,8 +19,13 @@ func (tx *Tx) NegativeNIDs(ctx context.Context, n int) ([]int64, error) {
 	return out, nil
 }
 
-// EventNIDsByIDs maps the event IDs this server holds to their NIDs.
-func (db *DB) EventNIDsByIDs(ctx context.Context, q Querier, ids []string) (map[string]int64, error) {
+// EventNIDsByIDs maps the event IDs this server holds to their NIDs
+// (timelineOnly: leaving out outliers).
+func (db *DB) EventNIDsByIDs(ctx context.Context, q Querier, ids []string, timelineOnly bool) (map[string]int64, error) {
+	extra := ""
+	if timelineOnly {
+		extra = " AND outlier = 0"
+	}
 	out := map[string]int64{}
 	for len(ids) > 0 {
 		n := min(len(ids), 500)
@@ -28,7 +33,7 @@ func (db *DB) EventNIDsByIDs(ctx context.Context, q Querier, ids []string) (map[
 		for i := range n {
 			args[i] = ids[i]
 		}
-		rows, err := q.QueryContext(ctx, `SELECT event_id, stream_pos FROM events WHERE event_id IN (`+inList(1, n)+`)`, args...)
+		rows, err := q.QueryContext(ctx, `SELECT event_id, stream_pos FROM events WHERE event_id IN (`+inList(1, n)+`)`+extra, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -232,5 +237,52 @@ func (db *DB) GetRemoteInvite(ctx context.Context, roomID, userID string) (*Remo
 // DeleteRemoteInvite forgets a remote invite (the user joined the room).
 func (tx *Tx) DeleteRemoteInvite(ctx context.Context, roomID, userID string) error {
 	_, err := tx.ExecContext(ctx, `DELETE FROM remote_invites WHERE room_id = $1 AND user_id = $2`, roomID, userID)
+	return err
+}
+
+// Gap is a prev event this server lacks, and the depth of the event after it.
+type Gap struct {
+	EventID string
+	Depth   int64
+}
+
+// AddGaps records missing prev events of a room (ignoring known ones).
+func (tx *Tx) AddGaps(ctx context.Context, roomID string, gaps []Gap) error {
+	for _, g := range gaps {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO room_gaps (room_id, event_id, depth) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, roomID, g.EventID, g.Depth); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FillGap forgets a gap: the event is now held.
+func (tx *Tx) FillGap(ctx context.Context, roomID, eventID string) error {
+	_, err := tx.ExecContext(ctx, `DELETE FROM room_gaps WHERE room_id = $1 AND event_id = $2`, roomID, eventID)
+	return err
+}
+
+// Gaps returns a room's gaps, deepest first.
+func (db *DB) Gaps(ctx context.Context, roomID string) ([]Gap, error) {
+	rows, err := db.R().QueryContext(ctx, `SELECT event_id, depth FROM room_gaps WHERE room_id = $1 ORDER BY depth DESC, event_id`, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Gap
+	for rows.Next() {
+		var g Gap
+		if err := rows.Scan(&g.EventID, &g.Depth); err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+// PromoteOutlier makes an event held as an outlier part of the timeline
+// (it arrived again through backfill).
+func (tx *Tx) PromoteOutlier(ctx context.Context, eventID string) error {
+	_, err := tx.ExecContext(ctx, `UPDATE events SET outlier = 0 WHERE event_id = $1`, eventID)
 	return err
 }

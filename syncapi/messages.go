@@ -111,6 +111,7 @@ func (s *Sync) messages(r *http.Request) (any, error) {
 	senders := map[string]bool{}
 	pos := from
 	done := false
+	backfills := 0
 	for rounds := 0; len(chunk) < limit && !done && rounds < 20; rounds++ {
 		evs, err := s.db.RoomEventsTopo(ctx, roomID, pos, backwards, limit-len(chunk))
 		if err != nil {
@@ -118,6 +119,22 @@ func (s *Sync) messages(r *http.Request) (any, error) {
 		}
 		if len(evs) < limit-len(chunk) {
 			done = true
+			// Past the oldest event held: ask other servers for the
+			// history before it (spec: "Backfilling"), then read again.
+			if backwards && s.fed != nil && backfills < 3 {
+				backfills++
+				depth := pos.Depth
+				if len(evs) > 0 {
+					depth = evs[len(evs)-1].Depth
+				}
+				if n, err := s.fed.Backfill(ctx, roomID, depth, max(limit, 100)); err == nil && n > 0 {
+					done = false
+					rounds--
+					continue
+				} else if err != nil {
+					s.log.Info("backfill failed", "room", roomID, "err", err)
+				}
+			}
 		}
 		if len(evs) == 0 {
 			break

@@ -35,13 +35,15 @@ type Sync struct {
 	filters     *lru.Cache[string, *Filter]     // localpart|filter ID -> parsed filter
 	unread      *lru.Cache[string, unreadCount] // user|room -> counts
 	stopOnce    sync.Once
-	fed         FederationEDUs
+	fed         Federation
 	serverName  string
 }
 
-// FederationEDUs sends our users' ephemeral events to the other servers
-// concerned (nil: no federation).
-type FederationEDUs interface {
+// Federation is what sync needs of the federation API (nil: none): sending
+// our users' ephemeral events to the other servers concerned, and fetching
+// room history this server lacks.
+type Federation interface {
+	Backfill(ctx context.Context, roomID string, beforeDepth int64, limit int) (int, error)
 	Typing(ctx context.Context, roomID, userID string, typing bool, timeout time.Duration)
 	Receipt(ctx context.Context, roomID, receiptType, userID, eventID string, ts int64)
 	Presence(ctx context.Context, userID string, content map[string]any)
@@ -51,7 +53,7 @@ type FederationEDUs interface {
 func (s *Sync) Stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
 // New constructs the sync API.
-func New(db *storage.DB, rs *roomserver.Server, notifier *Notifier, presence bool, fed FederationEDUs, serverName string, log *slog.Logger) *Sync {
+func New(db *storage.DB, rs *roomserver.Server, notifier *Notifier, presence bool, fed Federation, serverName string, log *slog.Logger) *Sync {
 	return &Sync{db: db, rs: rs, notifier: notifier, eph: newEphemeral(), log: log, presenceOn: presence, stopping: make(chan struct{}),
 		fed: fed, serverName: serverName,
 		sentMembers: lru.New[string, map[string]string](4096), filters: lru.New[string, *Filter](1024),

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -208,4 +209,88 @@ func TestFederationInvites(t *testing.T) {
 	if !s.Get("rooms.leave."+gjson.Escape(roomID)).Exists() || s.Get("rooms.invite."+gjson.Escape(roomID)).Exists() {
 		t.Fatalf("carol's sync after declining: %s", s.Get("rooms").Raw)
 	}
+}
+
+// paginateAll pages /messages backwards from the latest event to the start
+// of the room, returning every event in order (oldest first).
+func paginateAll(t *testing.T, c *client, roomID string, limit int) []gjson.Result {
+	t.Helper()
+	var all []gjson.Result
+	from := ""
+	for i := 0; i < 1000; i++ {
+		q := fmt.Sprintf("/_matrix/client/v3/rooms/%s/messages?dir=b&limit=%d", url.PathEscape(roomID), limit)
+		if from != "" {
+			q += "&from=" + url.QueryEscape(from)
+		}
+		res := c.must("GET", q, nil)
+		chunk := res.Get("chunk").Array()
+		for _, e := range chunk {
+			all = append([]gjson.Result{e}, all...)
+		}
+		end := res.Get("end").Str
+		if len(chunk) == 0 || end == "" {
+			return all
+		}
+		from = end
+	}
+	t.Fatal("pagination did not end")
+	return nil
+}
+
+// checkCompleteHistory asserts a user sees msgs messages, each once, and
+// the room's create event.
+func checkCompleteHistory(t *testing.T, c *client, roomID string, msgs int) {
+	t.Helper()
+	evs := paginateAll(t, c, roomID, 100)
+	seen := map[string]int{}
+	bodies := map[string]bool{}
+	creates := 0
+	for _, e := range evs {
+		seen[e.Get("event_id").Str]++
+		if e.Get("type").Str == "m.room.create" {
+			creates++
+		}
+		if e.Get("type").Str == "m.room.message" {
+			bodies[e.Get("content.body").Str] = true
+		}
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("event %s seen %d times", id, n)
+		}
+	}
+	if creates != 1 {
+		t.Errorf("m.room.create seen %d times", creates)
+	}
+	for i := range msgs {
+		if !bodies[fmt.Sprintf("m%d", i)] {
+			t.Fatalf("message m%d missing from %s's history (%d events seen)", i, c.userID, len(evs))
+		}
+	}
+}
+
+// A server that joins late gets the whole history by backfill: on demand
+// as its user paginates, or in the background in full mode.
+func TestFederationBackfill(t *testing.T) {
+	srv := fedNet(t, 3)
+	alice := srv[0].register("alice")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
+	const n = 250
+	for i := range n {
+		alice.send(roomID, fmt.Sprintf("m%d", i))
+	}
+	// On demand.
+	bob := srv[1].register("bob")
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name=s0.test", map[string]any{})
+	checkCompleteHistory(t, bob, roomID, n)
+
+	// Full: the history arrives without any client paging.
+	srv[2].srv.cfg.Federation.Backfill = "full"
+	carol := srv[2].register("carol")
+	carol.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name=s0.test", map[string]any{})
+	eventually(t, "full backfill", func() bool {
+		gaps, err := srv[2].srv.rs.Gaps(context.Background(), roomID)
+		return err == nil && len(gaps) == 0
+	})
+	checkCompleteHistory(t, carol, roomID, n)
 }

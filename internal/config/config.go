@@ -68,6 +68,10 @@ type Config struct {
 		// Peers maps server names to base URLs (http:// or https://),
 		// bypassing .well-known/SRV discovery: static mesh peers and tests.
 		Peers map[string]string `yaml:"peers"`
+		// Backfill is "on_demand" (history is fetched when a client pages
+		// past what is held) or "full" (all of a room's history is fetched
+		// in the background right after joining it).
+		Backfill string `yaml:"backfill"`
 	} `yaml:"federation"`
 
 	// AppServiceConfigFiles are application-service registration files.
@@ -103,6 +107,7 @@ func Defaults() *Config {
 	c.RateLimits.PerSecond = 2
 	c.RateLimits.Burst = 20
 	c.Presence.Enabled = true
+	c.Federation.Backfill = "on_demand"
 	return c
 }
 
@@ -181,6 +186,14 @@ func (c *Config) Validate() error {
 	}
 	if c.RateLimits.Enabled && (c.RateLimits.PerSecond <= 0 || c.RateLimits.Burst <= 0) {
 		add("rate_limits: per_second and burst must be positive when enabled")
+	}
+	if b := c.Federation.Backfill; b != "on_demand" && b != "full" {
+		add("federation.backfill %q must be on_demand or full", b)
+	}
+	for name, base := range c.Federation.Peers {
+		if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
+			add("federation.peers: %s: %q must be an http:// or https:// URL", name, base)
+		}
 	}
 	if n, err := strconv.Atoi(c.DefaultRoomVersion); err != nil || n < 1 || n > 12 {
 		add("default_room_version %q is not a supported stable room version", c.DefaultRoomVersion)

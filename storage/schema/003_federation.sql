@@ -51,3 +51,13 @@ CREATE TABLE remote_invites (
     stripped     TEXT NOT NULL,
     PRIMARY KEY (room_id, user_id)
 );
+
+-- Backward extremities: events referenced as prev_events that this server
+-- does not hold in its timeline (history before a late join, or a gap),
+-- with the depth of the event referring to them. Backfill fills them.
+CREATE TABLE room_gaps (
+    room_id  TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    depth    BIGINT NOT NULL,
+    PRIMARY KEY (room_id, event_id)
+);

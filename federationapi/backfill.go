@@ -1,0 +1,125 @@
+package federationapi
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+)
+
+// gapRetry is how long a gap that could not be filled is left alone before
+// it is asked for again (so a page request does not re-ask every time).
+const gapRetry = 30 * time.Second
+
+// backfillState remembers when each gap was last asked for.
+type backfillState struct {
+	mu    sync.Mutex
+	tried map[string]time.Time // room|event -> last attempt
+}
+
+// Backfill fetches history older than depth beforeDepth in a room from
+// the other servers in it (spec: "Backfilling"), and stores it. It returns
+// how many events were added to the timeline.
+func (a *API) Backfill(ctx context.Context, roomID string, beforeDepth int64, limit int) (int, error) {
+	gaps, err := a.rs.Gaps(ctx, roomID)
+	if err != nil || len(gaps) == 0 {
+		return 0, err
+	}
+	now := time.Now()
+	var from []string
+	a.bf.mu.Lock()
+	if a.bf.tried == nil {
+		a.bf.tried = map[string]time.Time{}
+	}
+	for _, g := range gaps {
+		if g.Depth > beforeDepth+1 {
+			continue // a gap above the page being read
+		}
+		k := roomID + "|" + g.EventID
+		if t, ok := a.bf.tried[k]; ok && now.Sub(t) < gapRetry {
+			continue
+		}
+		a.bf.tried[k] = now
+		from = append(from, g.EventID)
+		if len(from) == 5 {
+			break
+		}
+	}
+	a.bf.mu.Unlock()
+	if len(from) == 0 {
+		return 0, nil
+	}
+	ver, err := a.rs.RoomVersion(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	servers, err := a.rs.JoinedServers(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var lastErr error
+	for _, srv := range servers {
+		if srv == string(a.serverName) {
+			continue
+		}
+		txn, err := a.client.Backfill(ctx, a.serverName, spec.ServerName(srv), roomID, limit, from)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		var pdus []gomatrixserverlib.PDU
+		for _, raw := range txn.PDUs {
+			p, err := a.parseAndVerify(ctx, ver, raw)
+			if err != nil || p.RoomID().String() != roomID {
+				continue
+			}
+			pdus = append(pdus, p)
+		}
+		if len(pdus) == 0 {
+			continue
+		}
+		n, err := a.rs.StoreBackfilled(ctx, roomID, pdus, func(ids []string) []gomatrixserverlib.PDU {
+			got, _ := a.missingAuth(ctx, spec.ServerName(srv), roomID)(ver, ids)
+			return got
+		})
+		if err != nil {
+			return 0, err
+		}
+		// What was fetched is no longer a gap; new gaps may be asked at once.
+		a.bf.mu.Lock()
+		for _, id := range from {
+			delete(a.bf.tried, roomID+"|"+id)
+		}
+		a.bf.mu.Unlock()
+		return n, nil
+	}
+	return 0, lastErr
+}
+
+// backfillAll fetches a room's whole history in the background (the
+// federation.backfill: full mode), page by page, until no gap is left or
+// no server can fill the rest.
+func (a *API) backfillAll(ctx context.Context, roomID string) {
+	for ctx.Err() == nil {
+		gaps, err := a.rs.Gaps(ctx, roomID)
+		if err != nil || len(gaps) == 0 {
+			return
+		}
+		n, err := a.Backfill(ctx, roomID, gaps[0].Depth, 500)
+		if err != nil || n == 0 {
+			// Let the retry interval pass, then try the remaining gaps once more.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(gapRetry):
+			}
+			if n2, _ := a.Backfill(ctx, roomID, gaps[0].Depth, 500); n2 == 0 {
+				return
+			}
+		}
+	}
+}
