@@ -187,6 +187,14 @@ func (a *API) deleteDevices(r *http.Request) (any, error) {
 
 func (a *API) getAlias(r *http.Request) (any, error) {
 	alias := vars(r)["alias"]
+	if a.remote != nil && strings.Contains(alias, ":") && !strings.HasSuffix(alias, ":"+a.serverName) {
+		// Another server's alias: ask it (spec: GET /query/directory).
+		roomID, servers, err := a.remote.ResolveAlias(r.Context(), alias)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"room_id": roomID, "servers": servers}, nil
+	}
 	roomID, _, err := a.db.ResolveAlias(r.Context(), alias)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, httputil.NotFound("Room alias " + alias + " not found")

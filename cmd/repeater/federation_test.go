@@ -178,7 +178,13 @@ func TestFederationInvites(t *testing.T) {
 	carol := srv[1].register("carol")
 	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Secret"}).Get("room_id").Str
 	path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
+	bobSince := bob.must("GET", "/_matrix/client/v3/sync", nil).Get("next_batch").Str
 	alice.must("POST", path+"/invite", map[string]any{"user_id": bob.userID})
+	// The invite reaches bob's incremental sync (woken at once).
+	incr := bob.must("GET", "/_matrix/client/v3/sync?timeout=5000&since="+url.QueryEscape(bobSince), nil)
+	if !incr.Get("rooms.invite." + gjson.Escape(roomID)).Exists() {
+		t.Fatalf("invite not in bob's incremental sync: %s", incr.Get("rooms").Raw)
+	}
 	alice.must("POST", path+"/invite", map[string]any{"user_id": carol.userID})
 
 	inv := bob.must("GET", "/_matrix/client/v3/sync", nil).Get("rooms.invite." + gjson.Escape(roomID) + ".invite_state.events")

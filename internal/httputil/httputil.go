@@ -4,6 +4,7 @@
 package httputil
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -117,6 +118,10 @@ func JSON(log *slog.Logger, h Handler) http.Handler {
 // WriteError writes err as a Matrix error response.
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	e := AsError(err)
+	if e == nil && errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away; nobody reads this answer.
+		e = Err(499, "M_UNKNOWN", "Request cancelled")
+	}
 	if e == nil {
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		e = Err(500, "M_UNKNOWN", "Internal server error")
