@@ -55,6 +55,8 @@ func (s *Sender) run(ctx context.Context) {
 	if dests, err := s.a.db.OutboxDestinations(ctx); err == nil {
 		s.Queued(dests)
 	}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.announce(ctx) }()
 	<-ctx.Done()
 	s.wg.Wait()
 }
@@ -192,4 +194,39 @@ func (s *Sender) deliver(ctx context.Context, dest string, items []storage.Outbo
 		return err
 	}
 	return s.a.db.DeleteOutbox(ctx, dest, last)
+}
+
+// announce sends an empty transaction to every server we share a room
+// with, once at start-up. Servers wake their queue for a server that
+// contacts them, so one that held events for us while we were away
+// delivers them now instead of after its backoff.
+func (s *Sender) announce(ctx context.Context) {
+	servers, err := s.a.db.JoinedServers(ctx)
+	if err != nil {
+		return
+	}
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		if srv == string(s.a.serverName) {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(srv string) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			txn := gomatrixserverlib.Transaction{
+				TransactionID:  gomatrixserverlib.TransactionID(fmt.Sprintf("rpt-hello-%d", time.Now().UnixNano())),
+				Origin:         s.a.serverName,
+				Destination:    spec.ServerName(srv),
+				OriginServerTS: spec.AsTimestamp(time.Now()),
+				PDUs:           []json.RawMessage{},
+			}
+			_, _ = s.a.client.SendTransaction(tctx, txn)
+		}(srv)
+	}
+	wg.Wait()
 }

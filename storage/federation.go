@@ -286,3 +286,26 @@ func (tx *Tx) PromoteOutlier(ctx context.Context, eventID string) error {
 	_, err := tx.ExecContext(ctx, `UPDATE events SET outlier = 0 WHERE event_id = $1`, eventID)
 	return err
 }
+
+// JoinedServers returns every server with a user joined to any room this
+// server holds (ours included; callers filter).
+func (db *DB) JoinedServers(ctx context.Context) ([]string, error) {
+	users, err := queryStrings(ctx, db.R(), `SELECT DISTINCT state_key FROM current_state WHERE type = 'm.room.member' AND membership = 'join'`)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, u := range users {
+		for i := 0; i < len(u); i++ {
+			if u[i] == ':' {
+				if s := u[i+1:]; !seen[s] {
+					seen[s] = true
+					out = append(out, s)
+				}
+				break
+			}
+		}
+	}
+	return out, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"testing"
 	"time"
@@ -299,4 +300,44 @@ func TestFederationBackfill(t *testing.T) {
 		return err == nil && len(gaps) == 0
 	})
 	checkCompleteHistory(t, carol, roomID, n)
+}
+
+// A server that is down while 1,000 messages are sent catches up with no
+// gaps once it is back, without waiting out its peer's backoff.
+func TestFederationCatchUpAfterOutage(t *testing.T) {
+	srv := fedNet(t, 2)
+	alice := srv[0].register("alice")
+	bob := srv[1].register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name=s0.test", map[string]any{})
+	eventually(t, "bob joined on alice's server", func() bool {
+		m := alice.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/joined_members", nil)
+		return m.Get("joined." + gjson.Escape(bob.userID)).Exists()
+	})
+
+	cfg := srv[1].cfg
+	srv[1].stop()
+	const n = 1000
+	for i := range n {
+		alice.send(roomID, fmt.Sprintf("m%d", i))
+	}
+	// Let alice's server fail a few times and back off.
+	time.Sleep(3 * time.Second)
+	back := startTestServer(t, cfg)
+	bob.base = back.base
+	http.DefaultClient.CloseIdleConnections()
+	start := time.Now()
+	deadline := start.Add(60 * time.Second)
+	for {
+		b := timelineBodies(bob, roomID)
+		if len(b) > 0 && b[len(b)-1] == fmt.Sprintf("m%d", n-1) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's server did not catch up within 60 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("caught up %d messages in %v", n, time.Since(start).Round(time.Millisecond))
+	checkCompleteHistory(t, bob, roomID, n)
 }
