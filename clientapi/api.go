@@ -45,6 +45,7 @@ type RemoteRooms interface {
 	ResolveAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
 	JoinRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) (string, error)
 	RejectRemoteInvite(ctx context.Context, roomID, userID string) error
+	QueryProfile(ctx context.Context, userID, field string) (map[string]any, error)
 }
 
 // New constructs the client API.

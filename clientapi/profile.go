@@ -34,6 +34,10 @@ func (a *API) localAccount(r *http.Request, userID string) (*storage.Account, er
 // getProfile handles GET /profile/{userId}[/{field}].
 func (a *API) getProfile(r *http.Request) (any, error) {
 	v := vars(r)
+	if uid, err := spec.NewUserID(v["userId"], true); err == nil && string(uid.Domain()) != a.serverName && a.remote != nil {
+		// Another server's user: ask it (spec: GET /query/profile).
+		return a.remote.QueryProfile(r.Context(), v["userId"], v["field"])
+	}
 	acct, err := a.localAccount(r, v["userId"])
 	if err != nil {
 		return nil, err

@@ -254,9 +254,11 @@ func (a *API) send(r *http.Request) (any, error) {
 func (a *API) redact(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())
 	v := vars(r)
-	txnID := v["txnId"]
-	if id, err := a.db.TxnEventID(r.Context(), d.Localpart, d.DeviceID, txnID); err == nil {
-		return map[string]any{"event_id": id}, nil
+	txnID := v["txnId"] // empty for the old POST form
+	if txnID != "" {
+		if id, err := a.db.TxnEventID(r.Context(), d.Localpart, d.DeviceID, txnID); err == nil {
+			return map[string]any{"event_id": id}, nil
+		}
 	}
 	body, err := httputil.ReadBody(r, 65536, true)
 	if err != nil {

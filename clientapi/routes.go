@@ -56,6 +56,7 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 		c.Handle("/rooms/{roomId}/send/{eventType}/{txnId}", guestOK(a.send)).Methods("PUT")
 		c.Handle("/rooms/{roomId}/send/{eventType}", guestOK(a.send)).Methods("POST")
 		c.Handle("/rooms/{roomId}/redact/{eventId}/{txnId}", authed(a.redact)).Methods("PUT")
+		c.Handle("/rooms/{roomId}/redact/{eventId}", authed(a.redact)).Methods("POST") // r0 form, no txnId
 		c.Handle("/rooms/{roomId}/state", guestOK(a.getState)).Methods("GET")
 		c.Handle("/rooms/{roomId}/state/{eventType}", guestOK(a.getStateEvent)).Methods("GET")
 		c.Handle("/rooms/{roomId}/state/{eventType}/{stateKey:.*}", guestOK(a.getStateEvent)).Methods("GET")

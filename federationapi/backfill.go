@@ -33,10 +33,10 @@ func (a *API) Backfill(ctx context.Context, roomID string, beforeDepth int64, li
 	if a.bf.tried == nil {
 		a.bf.tried = map[string]time.Time{}
 	}
+	// The caller has run out of held history below its page, so every gap
+	// is a candidate (deepest-referenced first); beforeDepth is informative.
+	_ = beforeDepth
 	for _, g := range gaps {
-		if g.Depth > beforeDepth+1 {
-			continue // a gap above the page being read
-		}
 		k := roomID + "|" + g.EventID
 		if t, ok := a.bf.tried[k]; ok && now.Sub(t) < gapRetry {
 			continue

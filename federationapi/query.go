@@ -1,8 +1,10 @@
 package federationapi
 
 import (
+	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -70,4 +72,27 @@ func (a *API) queryDirectory(r *http.Request, _ spec.ServerName, _ []byte) (any,
 		}
 	}
 	return map[string]any{"room_id": roomID, "servers": ordered}, nil
+}
+
+// QueryProfile asks a user's server for their profile (spec: "Querying
+// profile information"); field is "" for the whole profile.
+func (a *API) QueryProfile(ctx context.Context, userID, field string) (map[string]any, error) {
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil {
+		return nil, httputil.InvalidParam("Invalid user ID")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	res, err := a.client.LookupProfile(ctx, a.serverName, uid.Domain(), userID, field)
+	if err != nil {
+		return nil, remoteErr("query/profile", err)
+	}
+	out := map[string]any{}
+	if res.DisplayName != "" && (field == "" || field == "displayname") {
+		out["displayname"] = res.DisplayName
+	}
+	if res.AvatarURL != "" && (field == "" || field == "avatar_url") {
+		out["avatar_url"] = res.AvatarURL
+	}
+	return out, nil
 }

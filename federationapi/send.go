@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"time"
@@ -125,8 +126,12 @@ func (a *API) parseAndVerify(ctx context.Context, ver gomatrixserverlib.RoomVers
 	return pdu, nil
 }
 
-// fetchMissing asks origin for the events between what we hold and pdu
-// (get_missing_events), checks them and inputs them oldest first.
+// fetchMissing fills the gap before pdu (spec: "Checks performed on receipt
+// of a PDU"): it asks origin for the events between what we hold and pdu
+// (get_missing_events), checks and inputs them oldest first; where a gap
+// remains it fetches the state at the missing event (state_ids, then the
+// events it lacks) so that what follows can be authorised. pdu itself is
+// input by the caller.
 func (a *API) fetchMissing(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.RoomVersion, pdu gomatrixserverlib.PDU) error {
 	roomID := pdu.RoomID().String()
 	latest, err := a.rs.Extremities(ctx, roomID)
@@ -135,25 +140,123 @@ func (a *API) fetchMissing(ctx context.Context, origin spec.ServerName, ver goma
 	}
 	res, err := a.client.LookupMissingEvents(ctx, a.serverName, origin, roomID, fclient.MissingEvents{
 		Limit: maxMissing, EarliestEvents: latest, LatestEvents: []string{pdu.EventID()},
+		MinDepth: int(max(pdu.Depth()-maxMissing, 0)),
 	}, ver)
-	if err != nil {
-		return err
-	}
 	var evs []gomatrixserverlib.PDU
-	for _, raw := range res.Events {
-		p, err := a.parseAndVerify(ctx, ver, raw)
-		if err != nil || p.RoomID().String() != roomID {
-			continue
+	if err == nil {
+		for _, raw := range res.Events {
+			p, err := a.parseAndVerify(ctx, ver, raw)
+			if err != nil || p.RoomID().String() != roomID || p.EventID() == pdu.EventID() {
+				continue
+			}
+			evs = append(evs, p)
 		}
-		evs = append(evs, p)
 	}
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
 	for _, p := range evs {
-		if _, err := a.rs.InputRemote(ctx, p); err != nil && !errors.Is(err, roomserver.ErrMissingPrev) {
+		if err := a.inputFillingGaps(ctx, origin, ver, p); err != nil {
 			return err
 		}
 	}
-	return nil
+	// Whatever pdu still lacks is a gap we cannot walk: take the state there.
+	_, err = a.rs.InputRemoteCheckPrevs(ctx, pdu)
+	var mp *roomserver.MissingPrevError
+	if errors.As(err, &mp) {
+		for _, id := range mp.IDs {
+			if err := a.stateAtGap(ctx, origin, ver, roomID, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return err
+}
+
+// inputFillingGaps inputs an event, fetching the state at any prev event
+// that is still missing.
+func (a *API) inputFillingGaps(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.RoomVersion, p gomatrixserverlib.PDU) error {
+	_, err := a.rs.InputRemote(ctx, p)
+	var mp *roomserver.MissingPrevError
+	if !errors.As(err, &mp) {
+		return err
+	}
+	for _, id := range mp.IDs {
+		if err := a.stateAtGap(ctx, origin, ver, p.RoomID().String(), id); err != nil {
+			return err
+		}
+	}
+	_, err = a.rs.InputRemote(ctx, p)
+	return err
+}
+
+// stateAtGap fetches an event we lack and the room state before it from
+// origin (state_ids, then /state or /event for what we do not hold), checks
+// signatures, and stores them so that events after it can be authorised.
+func (a *API) stateAtGap(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.RoomVersion, roomID, eventID string) error {
+	ids, err := a.client.LookupStateIDs(ctx, a.serverName, origin, roomID, eventID)
+	if err != nil {
+		return fmt.Errorf("state_ids: %w", err)
+	}
+	want := append(append([]string{eventID}, ids.StateEventIDs...), ids.AuthEventIDs...)
+	have, err := a.rs.EventsByIDs(ctx, want)
+	if err != nil {
+		return err
+	}
+	held := map[string]bool{}
+	for _, e := range have {
+		held[e.EventID] = true
+	}
+	var missing []string
+	for _, id := range want {
+		if !held[id] {
+			missing = append(missing, id)
+		}
+	}
+	var fetched []gomatrixserverlib.PDU
+	var ev gomatrixserverlib.PDU
+	if len(missing) > 20 {
+		// Many: one /state request instead of many /event requests.
+		if st, err := a.client.LookupState(ctx, a.serverName, origin, roomID, eventID, ver); err == nil {
+			for _, raw := range append(append(gomatrixserverlib.EventJSONs{}, st.StateEvents...), st.AuthEvents...) {
+				if p, err := a.parseAndVerify(ctx, ver, raw); err == nil {
+					fetched = append(fetched, p)
+				}
+			}
+		}
+	}
+	got := map[string]bool{}
+	for _, p := range fetched {
+		got[p.EventID()] = true
+	}
+	for _, id := range missing {
+		if got[id] {
+			continue
+		}
+		txn, err := a.client.GetEvent(ctx, a.serverName, origin, id)
+		if err != nil || len(txn.PDUs) == 0 {
+			continue
+		}
+		p, err := a.parseAndVerify(ctx, ver, txn.PDUs[0])
+		if err != nil || p.EventID() != id {
+			continue
+		}
+		fetched = append(fetched, p)
+	}
+	for _, p := range fetched {
+		if p.EventID() == eventID {
+			ev = p
+		}
+	}
+	if ev == nil {
+		evs, err := a.rs.EventsByIDs(ctx, []string{eventID})
+		if err != nil || len(evs) == 0 {
+			return fmt.Errorf("could not fetch %s", eventID)
+		}
+		if ev, err = gomatrixserverlib.MustGetRoomVersion(ver).NewEventFromTrustedJSONWithEventID(eventID, evs[0].JSON, false); err != nil {
+			return err
+		}
+	}
+	return a.rs.StoreStateAtGap(ctx, ev, ids.StateEventIDs, fetched)
 }
 
 // checkACL applies the room's m.room.server_acl to the sending server.

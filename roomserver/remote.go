@@ -2,6 +2,7 @@ package roomserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -25,6 +26,15 @@ import (
 // does not hold; the caller fetches them (get_missing_events) or the state
 // at the gap first.
 var ErrMissingPrev = errors.New("roomserver: missing prev_events")
+
+// MissingPrevError names the prev_events that are not held.
+type MissingPrevError struct{ IDs []string }
+
+func (e *MissingPrevError) Error() string {
+	return ErrMissingPrev.Error() + ": " + strings.Join(e.IDs, ", ")
+}
+
+func (e *MissingPrevError) Unwrap() error { return ErrMissingPrev }
 
 // ServerOf returns the server name part of a user ID.
 func ServerOf(userID string) string {
@@ -283,11 +293,18 @@ func (s *Server) InputRemote(ctx context.Context, pdu gomatrixserverlib.PDU) (*I
 		return nil, err
 	}
 	var before []storage.StateMap
+	var missing []string
+	for _, id := range prevIDs {
+		// An outlier with known state (fetched at a gap) will do.
+		if pe := prevByID[id]; pe == nil || (pe.Outlier && pe.AfterSnapshot == 0) {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, &MissingPrevError{IDs: missing}
+	}
 	for _, id := range prevIDs {
 		pe := prevByID[id]
-		if pe == nil || pe.Outlier {
-			return nil, fmt.Errorf("%w: %s", ErrMissingPrev, id)
-		}
 		m, err := s.stateAfter(ctx, pe)
 		if err != nil {
 			return nil, err
@@ -816,10 +833,14 @@ func (s *Server) MembershipTemplate(ctx context.Context, roomID, userID, members
 	if err := gomatrixserverlib.Allowed(probe, ae, UserIDForSender); err != nil {
 		return "", nil, httputil.Forbidden(err.Error())
 	}
+	// prev_events and auth_events as the room version writes them (room
+	// versions 1 and 2: [event ID, hashes] pairs).
 	tmpl := map[string]any{
 		"type": spec.MRoomMember, "room_id": r.id, "sender": userID, "state_key": userID,
-		"content": map[string]any{"membership": membership}, "prev_events": eb.PrevEvents,
-		"auth_events": eb.AuthEvents, "depth": eb.Depth, "origin": ServerOf(userID),
+		"content":     map[string]any{"membership": membership},
+		"prev_events": json.RawMessage(gjson.GetBytes(probe.JSON(), "prev_events").Raw),
+		"auth_events": json.RawMessage(gjson.GetBytes(probe.JSON(), "auth_events").Raw),
+		"depth":       eb.Depth, "origin": ServerOf(userID),
 		"origin_server_ts": time.Now().UnixMilli(),
 	}
 	return r.version, tmpl, nil
@@ -1048,4 +1069,148 @@ func (s *Server) StoreBackfilled(ctx context.Context, roomID string, pdus []goma
 	// Cached copies of promoted outliers are stale.
 	s.events.RemoveIf(func(e *storage.Event) bool { return e.RoomID == roomID && e.Outlier })
 	return added, nil
+}
+
+// StoreStateAtGap records an event this server lacks the history of,
+// together with the state before it as another server reported it (spec:
+// "Checks performed on receipt of a PDU": when prev_events are missing,
+// fetch the state at the gap). fetched are the events of that state and
+// its auth chain not yet held (signatures checked by the caller); all are
+// stored as outliers, ev with its state so that later events can build
+// on it.
+func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, stateIDs []string, fetched []gomatrixserverlib.PDU) error {
+	roomID := ev.RoomID().String()
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	defer r.mu.Unlock()
+	ids := append([]string{ev.EventID()}, stateIDs...)
+	for _, p := range fetched {
+		ids = append(ids, p.EventID())
+	}
+	held, err := s.db.EventNIDsByIDs(ctx, s.db.R(), ids, false)
+	if err != nil {
+		return err
+	}
+	if e, err := s.db.EventByID(ctx, ev.EventID()); err == nil && e.AfterSnapshot != 0 {
+		return nil // already known with its state
+	}
+	var fresh []gomatrixserverlib.PDU
+	seen := map[string]bool{}
+	for _, p := range fetched {
+		if _, ok := held[p.EventID()]; !ok && !seen[p.EventID()] && p.RoomID().String() == roomID && p.EventID() != ev.EventID() {
+			seen[p.EventID()] = true
+			fresh = append(fresh, p)
+		}
+	}
+	sort.Slice(fresh, func(i, j int) bool { return fresh[i].Depth() < fresh[j].Depth() })
+	byID := map[string]gomatrixserverlib.PDU{}
+	for _, p := range fetched {
+		byID[p.EventID()] = p
+	}
+	_, evHeld := held[ev.EventID()]
+	pos, done := s.db.Submit(2, func(tx *storage.Tx) error {
+		p := tx.Positions()
+		nids, err := tx.NegativeNIDs(ctx, len(fresh)+1)
+		if err != nil {
+			return err
+		}
+		idToNID := map[string]int64{}
+		for id, nid := range held {
+			idToNID[id] = nid
+		}
+		for i, f := range fresh {
+			oe := &storage.Event{EventID: f.EventID(), RoomID: roomID, Type: f.Type(), StateKey: f.StateKey(),
+				Sender: string(f.SenderID()), Depth: f.Depth(), OriginTS: int64(f.OriginServerTS()),
+				JSON: f.JSON(), Outlier: true, StreamPos: nids[i]}
+			if err := tx.InsertEvent(ctx, oe); err != nil {
+				return err
+			}
+			idToNID[f.EventID()] = nids[i]
+		}
+		before := storage.StateMap{}
+		for _, id := range stateIDs {
+			nid, ok := idToNID[id]
+			if !ok {
+				return fmt.Errorf("state event %s not held", id)
+			}
+			var sp gomatrixserverlib.PDU = byID[id]
+			var k storage.StateKey
+			if sp != nil && sp.StateKey() != nil {
+				k = storage.StateKey{Type: sp.Type(), StateKey: *sp.StateKey()}
+			} else {
+				e, err := s.Events(ctx, []int64{nid})
+				if err != nil || len(e) != 1 || e[0].StateKey == nil {
+					continue
+				}
+				k = storage.StateKey{Type: e[0].Type, StateKey: *e[0].StateKey}
+			}
+			before[k] = nid
+		}
+		if err := tx.NewSnapshot(ctx, p[0], roomID, 0, before, before); err != nil {
+			return err
+		}
+		after := before
+		evNID := nids[len(fresh)]
+		if evHeld {
+			evNID = held[ev.EventID()]
+		}
+		if ev.StateKey() != nil {
+			k := storage.StateKey{Type: ev.Type(), StateKey: *ev.StateKey()}
+			after = make(storage.StateMap, len(before)+1)
+			for kk, v := range before {
+				after[kk] = v
+			}
+			after[k] = evNID
+			if err := tx.NewSnapshot(ctx, p[1], roomID, p[0], after, storage.StateMap{k: evNID}); err != nil {
+				return err
+			}
+		}
+		afterSnap := p[0]
+		if ev.StateKey() != nil {
+			afterSnap = p[1]
+		}
+		if evHeld {
+			if err := tx.SetAfterSnapshot(ctx, evNID, afterSnap); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `UPDATE events SET before_snapshot = $1 WHERE stream_pos = $2`, p[0], evNID)
+			return err
+		}
+		return tx.InsertEvent(ctx, &storage.Event{EventID: ev.EventID(), RoomID: roomID, Type: ev.Type(), StateKey: ev.StateKey(),
+			Sender: string(ev.SenderID()), Depth: ev.Depth(), OriginTS: int64(ev.OriginServerTS()), JSON: ev.JSON(),
+			Outlier: true, StreamPos: evNID, BeforeSnapshot: p[0], AfterSnapshot: afterSnap})
+	}, nil)
+	if pos == nil {
+		return <-done
+	}
+	if err := <-done; err != nil {
+		return err
+	}
+	s.events.RemoveIf(func(e *storage.Event) bool { return e.RoomID == roomID && e.Outlier })
+	return nil
+}
+
+// InputRemoteCheckPrevs reports (as a *MissingPrevError) which of an
+// event's prev_events are not held with their state, without storing it.
+func (s *Server) InputRemoteCheckPrevs(ctx context.Context, pdu gomatrixserverlib.PDU) (bool, error) {
+	evs, err := s.db.EventsByIDs(ctx, pdu.PrevEventIDs())
+	if err != nil {
+		return false, err
+	}
+	have := map[string]*storage.Event{}
+	for _, e := range evs {
+		have[e.EventID] = e
+	}
+	var missing []string
+	for _, id := range pdu.PrevEventIDs() {
+		if pe := have[id]; pe == nil || (pe.Outlier && pe.AfterSnapshot == 0) {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		return false, &MissingPrevError{IDs: missing}
+	}
+	return true, nil
 }
