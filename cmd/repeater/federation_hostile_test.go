@@ -171,7 +171,7 @@ func TestFederationHostileInput(t *testing.T) {
 		t.Fatalf("send: %d %s", st, res.Raw)
 	}
 	for _, ev := range []gomatrixserverlib.PDU{forged, noAuth, msg} {
-		if res.Get("pdus." + gjson.Escape(ev.EventID()) + ".error").Str == "" {
+		if res.Get("pdus."+gjson.Escape(ev.EventID())+".error").Str == "" {
 			t.Errorf("event %s (%s) accepted: %s", ev.EventID(), ev.Type(), res.Raw)
 		}
 	}
