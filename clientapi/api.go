@@ -46,6 +46,7 @@ type RemoteRooms interface {
 	JoinRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) (string, error)
 	RejectRemoteInvite(ctx context.Context, roomID, userID string) error
 	QueryProfile(ctx context.Context, userID, field string) (map[string]any, error)
+	PublicRooms(ctx context.Context, server string, limit int64, since, filter string) (any, error)
 }
 
 // New constructs the client API.

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"sort"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -374,96 +373,25 @@ func (a *API) putDirectoryVisibility(r *http.Request) (any, error) {
 
 // publicRooms handles GET and POST /publicRooms.
 func (a *API) publicRooms(r *http.Request) (any, error) {
-	limit, since, filter := int64(0), int64(0), ""
+	limit, since, filter := int64(0), "", ""
 	q := r.URL.Query()
+	var body []byte
 	if r.Method == http.MethodPost {
-		body, err := httputil.ReadBody(r, httputil.MaxBody, true)
-		if err != nil {
+		var err error
+		if body, err = httputil.ReadBody(r, httputil.MaxBody, true); err != nil {
 			return nil, err
 		}
 		limit = gjson.GetBytes(body, "limit").Int()
-		since = parseDirToken(gjson.GetBytes(body, "since").String())
-		filter = strings.ToLower(gjson.GetBytes(body, "filter.generic_search_term").Str)
+		since = gjson.GetBytes(body, "since").String()
+		filter = gjson.GetBytes(body, "filter.generic_search_term").Str
 	} else {
 		limit = parseInt(q.Get("limit"))
-		since = parseDirToken(q.Get("since"))
+		since = q.Get("since")
 	}
-	rooms, err := a.db.PublishedRoomStates(r.Context())
-	if err != nil {
-		return nil, err
+	if srv := q.Get("server"); srv != "" && srv != a.serverName && a.remote != nil {
+		// Another server's directory (spec: "GET /publicRooms", server).
+		return a.remote.PublicRooms(r.Context(), srv, limit, since, filter)
 	}
-	// Most joined members first (spec: "Listing rooms"), then by room ID so
-	// that pages are stable.
-	sort.Slice(rooms, func(i, j int) bool {
-		if rooms[i].JoinedCount != rooms[j].JoinedCount {
-			return rooms[i].JoinedCount > rooms[j].JoinedCount
-		}
-		return rooms[i].RoomID < rooms[j].RoomID
-	})
-	chunk := []map[string]any{}
-	for _, room := range rooms {
-		entry := publicRoomEntry(room)
-		if filter != "" {
-			name, _ := entry["name"].(string)
-			topic, _ := entry["topic"].(string)
-			alias, _ := entry["canonical_alias"].(string)
-			if !strings.Contains(strings.ToLower(name+" "+topic+" "+alias), filter) {
-				continue
-			}
-		}
-		chunk = append(chunk, entry)
-	}
-	total := len(chunk)
-	if since > 0 && int(since) < len(chunk) {
-		chunk = chunk[since:]
-	} else if since > 0 {
-		chunk = chunk[:0]
-	}
-	resp := map[string]any{"total_room_count_estimate": total}
-	if limit > 0 && int(limit) < len(chunk) {
-		chunk = chunk[:limit]
-		resp["next_batch"] = "p" + itoa(since+limit)
-	}
-	if since > 0 {
-		resp["prev_batch"] = "p" + itoa(max(0, since-max(limit, 1)))
-	}
-	resp["chunk"] = chunk
-	return resp, nil
+	return a.rs.PublicRooms(r.Context(), limit, since, filter)
 }
 
-func publicRoomEntry(room *storage.PublicRoomState) map[string]any {
-	e := map[string]any{"room_id": room.RoomID, "world_readable": false, "guest_can_join": false,
-		"num_joined_members": room.JoinedCount, "join_rule": "public"}
-	for typ, js := range room.State {
-		c := gjson.GetBytes(js, "content")
-		switch typ {
-		case spec.MRoomName:
-			e["name"] = c.Get("name").Str
-		case spec.MRoomTopic:
-			e["topic"] = c.Get("topic").Str
-		case spec.MRoomCanonicalAlias:
-			if s := c.Get("alias").Str; s != "" {
-				e["canonical_alias"] = s
-			}
-		case spec.MRoomAvatar:
-			e["avatar_url"] = c.Get("url").Str
-		case spec.MRoomHistoryVisibility:
-			e["world_readable"] = c.Get("history_visibility").Str == "world_readable"
-		case "m.room.guest_access":
-			e["guest_can_join"] = c.Get("guest_access").Str == "can_join"
-		case spec.MRoomJoinRules:
-			e["join_rule"] = c.Get("join_rule").Str
-		case spec.MRoomCreate:
-			if t := c.Get("type"); t.Type == gjson.String {
-				e["room_type"] = t.Str
-			}
-		}
-	}
-	return e
-}
-
-// Directory page tokens are "p<offset>" (never a bare "0", which some
-// clients treat as no token); bare numbers are accepted too.
-func parseDirToken(s string) int64 {
-	return max(0, parseInt(strings.TrimPrefix(s, "p")))
-}

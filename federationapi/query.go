@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"repeater/internal/httputil"
 	"repeater/storage"
@@ -95,4 +98,33 @@ func (a *API) QueryProfile(ctx context.Context, userID, field string) (map[strin
 		out["avatar_url"] = res.AvatarURL
 	}
 	return out, nil
+}
+
+// publicRooms handles GET and POST /publicRooms (spec: "Public Room
+// Directory" over federation).
+func (a *API) publicRooms(r *http.Request, _ spec.ServerName, body []byte) (any, error) {
+	q := r.URL.Query()
+	if r.Method == http.MethodPost {
+		return a.rs.PublicRooms(r.Context(), gjson.GetBytes(body, "limit").Int(), gjson.GetBytes(body, "since").String(),
+			gjson.GetBytes(body, "filter.generic_search_term").Str)
+	}
+	limit, _ := strconv.ParseInt(q.Get("limit"), 10, 64)
+	return a.rs.PublicRooms(r.Context(), limit, q.Get("since"), "")
+}
+
+// PublicRooms asks another server for its public room directory.
+func (a *API) PublicRooms(ctx context.Context, server string, limit int64, since, filter string) (any, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var res fclient.RespPublicRooms
+	var err error
+	if filter != "" {
+		res, err = a.client.GetPublicRoomsFiltered(ctx, a.serverName, spec.ServerName(server), int(limit), since, filter, false, "")
+	} else {
+		res, err = a.client.GetPublicRooms(ctx, a.serverName, spec.ServerName(server), int(limit), since, false, "")
+	}
+	if err != nil {
+		return nil, remoteErr("publicRooms", err)
+	}
+	return res, nil
 }

@@ -16,7 +16,7 @@ import (
 
 // fedNet starts n servers named s0.test, s1.test, ... on loopback, each
 // knowing the others' addresses as static peers.
-func fedNet(t *testing.T, n int) []*testServer {
+func fedNet(t testing.TB, n int) []*testServer {
 	t.Helper()
 	addrs := make([]string, n)
 	for i := range addrs {
@@ -81,8 +81,18 @@ func TestFederationJoinAndMessages(t *testing.T) {
 	srv := fedNet(t, 2)
 	alice := srv[0].register("alice")
 	bob := srv[1].register("bob")
-	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "room_alias_name": "hall", "name": "The Hall"}).Get("room_id").Str
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "room_alias_name": "hall", "name": "The Hall", "visibility": "public"}).Get("room_id").Str
 	alice.send(roomID, "before bob")
+
+	// Bob finds it in alice's server's public room directory.
+	dir := bob.must("GET", "/_matrix/client/v3/publicRooms?server=s0.test", nil)
+	if dir.Get("chunk.0.room_id").Str != roomID || dir.Get("chunk.0.name").Str != "The Hall" {
+		t.Fatalf("remote public rooms: %s", dir.Raw)
+	}
+	alice.must("PUT", "/_matrix/client/v3/profile/"+url.PathEscape(alice.userID)+"/displayname", map[string]any{"displayname": "Alice A"})
+	if p := bob.must("GET", "/_matrix/client/v3/profile/"+url.PathEscape(alice.userID), nil); p.Get("displayname").Str != "Alice A" {
+		t.Fatalf("remote profile: %s", p.Raw)
+	}
 
 	// Bob joins through the alias on alice's server.
 	res := bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape("#hall:s0.test"), map[string]any{})
@@ -220,7 +230,7 @@ func TestFederationInvites(t *testing.T) {
 
 // paginateAll pages /messages backwards from the latest event to the start
 // of the room, returning every event in order (oldest first).
-func paginateAll(t *testing.T, c *client, roomID string, limit int) []gjson.Result {
+func paginateAll(t testing.TB, c *client, roomID string, limit int) []gjson.Result {
 	t.Helper()
 	var all []gjson.Result
 	from := ""
