@@ -394,4 +394,3 @@ func (a *API) publicRooms(r *http.Request) (any, error) {
 	}
 	return a.rs.PublicRooms(r.Context(), limit, since, filter)
 }
-
