@@ -47,6 +47,7 @@ type RemoteRooms interface {
 	RejectRemoteInvite(ctx context.Context, roomID, userID string) error
 	QueryProfile(ctx context.Context, userID, field string) (map[string]any, error)
 	PublicRooms(ctx context.Context, server string, limit int64, since, filter string) (any, error)
+	KnockRemote(ctx context.Context, roomID, userID string, servers []string, reason string) error
 }
 
 // New constructs the client API.

@@ -155,6 +155,45 @@ func (a *API) join(r *http.Request) (any, error) {
 	return map[string]any{"room_id": roomID}, nil
 }
 
+// knock handles POST /knock/{roomIdOrAlias} (spec: "Knocking on rooms").
+func (a *API) knock(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	body, err := httputil.ReadBody(r, httputil.MaxBody, true)
+	if err != nil {
+		return nil, err
+	}
+	reason := gjson.GetBytes(body, "reason").Str
+	idOrAlias := vars(r)["room"]
+	var via []string
+	if strings.HasPrefix(idOrAlias, "#") && a.remote != nil && !strings.HasSuffix(idOrAlias, ":"+a.serverName) {
+		roomID, servers, err := a.remote.ResolveAlias(r.Context(), idOrAlias)
+		if err != nil {
+			return nil, err
+		}
+		idOrAlias, via = roomID, servers
+	}
+	roomID, err := a.resolveRoom(r, idOrAlias)
+	if err != nil {
+		return nil, err
+	}
+	via = append(via, r.URL.Query()["server_name"]...)
+	via = append(via, r.URL.Query()["via"]...)
+	if _, srv, ok := strings.Cut(roomID, ":"); ok {
+		via = append(via, srv)
+	}
+	_, err = a.rs.ChangeMembership(r.Context(), roomID, d.UserID, d.UserID, spec.Knock, reason, nil)
+	if errors.Is(err, roomserver.ErrUnknownRoom) {
+		if a.remote == nil || len(via) == 0 {
+			return nil, httputil.NotFound("Unknown room")
+		}
+		err = a.remote.KnockRemote(r.Context(), roomID, d.UserID, via, reason)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"room_id": roomID}, nil
+}
+
 // membership handles invite/leave/kick/ban/unban.
 func (a *API) membership(action string) httputil.Handler {
 	return func(r *http.Request) (any, error) {

@@ -47,6 +47,7 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 
 		c.Handle("/createRoom", authed(a.createRoom)).Methods("POST")
 		c.Handle("/join/{room}", guestOK(a.join)).Methods("POST")
+		c.Handle("/knock/{room}", authed(a.knock)).Methods("POST")
 		c.Handle("/rooms/{room}/join", guestOK(a.join)).Methods("POST")
 		for _, action := range []string{"invite", "kick", "ban", "unban"} {
 			c.Handle("/rooms/{roomId}/"+action, authed(a.membership(action))).Methods("POST")

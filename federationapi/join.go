@@ -102,6 +102,14 @@ func (a *API) sendMembership(membership string, v1 bool) fedHandler {
 		if res.Rejected != nil {
 			return nil, httputil.Forbidden("Not allowed: " + res.Rejected.Error())
 		}
+		if membership == spec.Knock {
+			// The knocking server learns enough to show the room.
+			stripped, _ := a.rs.StrippedState(r.Context(), roomID)
+			if stripped == nil {
+				stripped = []map[string]any{}
+			}
+			return map[string]any{"knock_room_state": stripped}, nil
+		}
 		if membership != spec.Join {
 			if v1 {
 				return []any{200, struct{}{}}, nil
@@ -292,4 +300,66 @@ func cutServer(id string) (string, string, bool) {
 		}
 	}
 	return "", "", false
+}
+
+// KnockRemote knocks on a room hosted elsewhere for a local user (spec:
+// "Knocking upon a room"): make_knock, sign, send_knock, and keep the
+// knock with the room's stripped state so the user's /sync shows it.
+func (a *API) KnockRemote(ctx context.Context, roomID, userID string, servers []string, reason string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	var versions []gomatrixserverlib.RoomVersion
+	for v := range gomatrixserverlib.StableRoomVersions() {
+		if roomserver.IsSupportedVersion(v) {
+			versions = append(versions, v)
+		}
+	}
+	var lastErr error = httputil.NotFound("No server to knock through")
+	for _, srv := range servers {
+		if srv == "" || srv == string(a.serverName) {
+			continue
+		}
+		mk, err := a.client.MakeKnock(ctx, a.serverName, spec.ServerName(srv), roomID, userID, versions)
+		if err != nil {
+			lastErr = remoteErr("make_knock", err)
+			continue
+		}
+		impl, err := gomatrixserverlib.GetRoomVersion(mk.RoomVersion)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		pe := mk.KnockEvent
+		if pe.Type != spec.MRoomMember || pe.StateKey == nil || *pe.StateKey != userID || pe.SenderID != userID {
+			lastErr = fmt.Errorf("make_knock from %s returned a bad template", srv)
+			continue
+		}
+		c := map[string]any{"membership": spec.Knock}
+		if reason != "" {
+			c["reason"] = reason
+		}
+		pe.Content, _ = json.Marshal(c)
+		pe.Version = impl
+		knock, err := impl.NewEventBuilderFromProtoEvent(&pe).Build(time.Now(), a.serverName, a.keyID, a.privateKey)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		res, err := a.client.SendKnock(ctx, a.serverName, spec.ServerName(srv), knock)
+		if err != nil {
+			lastErr = remoteErr("send_knock", err)
+			continue
+		}
+		stripped, _ := json.Marshal(res.KnockRoomState)
+		if res.KnockRoomState == nil {
+			stripped = []byte("[]")
+		}
+		_, err = a.rs.RemoteMembership(ctx, mk.RoomVersion, knock, stripped)
+		return err
+	}
+	var he *httputil.Error
+	if errors.As(lastErr, &he) {
+		return he
+	}
+	return httputil.Err(502, "M_UNKNOWN", "Could not knock through any server: "+lastErr.Error())
 }

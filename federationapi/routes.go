@@ -22,6 +22,8 @@ func (a *API) Routes(root *mux.Router) {
 	v1.Handle("/send/{txnId}", a.authed(a.send)).Methods(http.MethodPut)
 	v1.Handle("/make_join/{roomId}/{userId}", a.authed(a.makeMembership("join"))).Methods(http.MethodGet)
 	v1.Handle("/make_leave/{roomId}/{userId}", a.authed(a.makeMembership("leave"))).Methods(http.MethodGet)
+	v1.Handle("/make_knock/{roomId}/{userId}", a.authed(a.makeMembership("knock"))).Methods(http.MethodGet)
+	v1.Handle("/send_knock/{roomId}/{eventId}", a.authed(a.sendMembership("knock", false))).Methods(http.MethodPut)
 	v1.Handle("/send_join/{roomId}/{eventId}", a.authed(a.sendMembership("join", true))).Methods(http.MethodPut)
 	v2.Handle("/send_join/{roomId}/{eventId}", a.authed(a.sendMembership("join", false))).Methods(http.MethodPut)
 	v1.Handle("/send_leave/{roomId}/{eventId}", a.authed(a.sendMembership("leave", true))).Methods(http.MethodPut)

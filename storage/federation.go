@@ -199,7 +199,7 @@ func (db *DB) StoreRemoteInvite(ctx context.Context, e *Event, version string, s
 		if err := tx.SetCurrentState(ctx, e.RoomID, k, ev.NID, membership, ev.StreamPos); err != nil {
 			return err
 		}
-		if membership != "invite" {
+		if membership != "invite" && membership != "knock" {
 			_, err := tx.ExecContext(ctx, `DELETE FROM remote_invites WHERE room_id = $1 AND user_id = $2`, e.RoomID, *e.StateKey)
 			return err
 		}

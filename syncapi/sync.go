@@ -187,8 +187,8 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 		OTKCounts:   map[string]int{},
 		empty:       true,
 	}
-	join, invite, leave := map[string]any{}, map[string]any{}, map[string]any{}
-	resp.Rooms = map[string]any{"join": join, "invite": invite, "leave": leave, "knock": map[string]any{}}
+	join, invite, leave, knock := map[string]any{}, map[string]any{}, map[string]any{}, map[string]any{}
+	resp.Rooms = map[string]any{"join": join, "invite": invite, "leave": leave, "knock": knock}
 	rf := &req.filter.Room
 
 	// Membership changes in range decide which rooms are new, left or invited.
@@ -257,6 +257,27 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 		}
 	}
 
+	// Knocks waiting for an answer (spec: "Knocking on rooms").
+	if req.since == nil {
+		knocked, err := s.db.RoomsByMembership(ctx, userID, spec.Knock)
+		if err != nil {
+			return nil, err
+		}
+		for _, roomID := range knocked {
+			if !rf.AllowsRoom(roomID) {
+				continue
+			}
+			ev, err := s.rs.CurrentStateEvent(ctx, roomID, spec.MRoomMember, userID)
+			if err != nil {
+				_, ev, err = s.rs.RemoteInvite(ctx, roomID, userID)
+			}
+			if err == nil && ev != nil {
+				knock[roomID] = s.knockData(ctx, ev, req.dev)
+				resp.empty = false
+			}
+		}
+	}
+
 	// Invites.
 	if req.since == nil {
 		invited, err := s.db.RoomsByMembership(ctx, userID, spec.Invite)
@@ -283,6 +304,11 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 			continue
 		}
 		switch gjson.GetBytes(me.JSON, "content.membership").Str {
+		case spec.Knock:
+			if cur, _ := s.db.CurrentMembership(ctx, roomID, userID); cur == spec.Knock {
+				knock[roomID] = s.knockData(ctx, me, req.dev)
+				resp.empty = false
+			}
 		case spec.Invite:
 			if cur, _ := s.db.CurrentMembership(ctx, roomID, userID); cur == spec.Invite && !req.ignored[me.Sender] {
 				invite[roomID] = s.inviteData(ctx, me, req.dev)
@@ -730,6 +756,12 @@ func (s *Sync) inviteData(ctx context.Context, me *storage.Event, d *auth.Device
 	}
 	evs = append(evs, s.rs.ClientEvent(ctx, me, d.UserID, d.DeviceID))
 	return map[string]any{"invite_state": map[string]any{"events": evs}}
+}
+
+// knockData is a knocked room's entry: its stripped state and the knock.
+func (s *Sync) knockData(ctx context.Context, me *storage.Event, d *auth.Device) map[string]any {
+	inv := s.inviteData(ctx, me, d)
+	return map[string]any{"knock_state": inv["invite_state"]}
 }
 
 // receiptEvent builds an m.receipt event; private receipts only for their owner.

@@ -351,3 +351,33 @@ func TestFederationCatchUpAfterOutage(t *testing.T) {
 	t.Logf("caught up %d messages in %v", n, time.Since(start).Round(time.Millisecond))
 	checkCompleteHistory(t, bob, roomID, n)
 }
+
+// Knocking on a room hosted on another server, then being let in.
+func TestFederationKnock(t *testing.T) {
+	srv := fedNet(t, 2)
+	alice := srv[0].register("alice")
+	bob := srv[1].register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Knock Knock",
+		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "knock"}}}}).Get("room_id").Str
+	path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
+	bob.must("POST", "/_matrix/client/v3/knock/"+url.PathEscape(roomID)+"?server_name=s0.test", map[string]any{"reason": "let me in"})
+	ks := bob.must("GET", "/_matrix/client/v3/sync", nil).Get("rooms.knock." + gjson.Escape(roomID) + ".knock_state.events")
+	sawName := false
+	for _, e := range ks.Array() {
+		sawName = sawName || e.Get("content.name").Str == "Knock Knock"
+	}
+	if !sawName {
+		t.Fatalf("bob's knock state: %s", ks.Raw)
+	}
+	m := alice.must("GET", path+"/state/m.room.member/"+url.PathEscape(bob.userID), nil)
+	if m.Get("membership").Str != "knock" || m.Get("reason").Str != "let me in" {
+		t.Fatalf("bob's membership on alice's server: %s", m.Raw)
+	}
+	alice.must("POST", path+"/invite", map[string]any{"user_id": bob.userID})
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name=s0.test", map[string]any{})
+	alice.send(roomID, "come in")
+	eventually(t, "message after knock", func() bool {
+		b := timelineBodies(bob, roomID)
+		return len(b) > 0 && b[len(b)-1] == "come in"
+	})
+}

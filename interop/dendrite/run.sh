@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Federation interop check: Repeater <-> Dendrite v0.15.2 on loopback.
+# See README.md in this directory. Exits 0 only if every driver step passes.
+#
+# Environment:
+#   WORK              work dir (default: a fresh mktemp -d); logs are left here
+#   DENDRITE_BIN_DIR  dir holding prebuilt dendrite, generate-config, generate-keys
+#                     (default: build v0.15.2 from the Go module cache into $WORK/bin)
+#   DENDRITE_VERSION  default v0.15.2
+#   RPT_LOG_LEVEL     Repeater log_level (default debug)
+#   DEN_LOG_LEVEL     Dendrite log level (default debug)
+#   DRIVER_ARGS       extra driver flags, e.g. "-v" or "-only A,C1" or "-wait 60s"
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+WORK=${WORK:-$(mktemp -d -t repeater-dendrite-XXXXXX)}
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+DENDRITE_VERSION=${DENDRITE_VERSION:-v0.15.2}
+RPT_LOG_LEVEL=${RPT_LOG_LEVEL:-debug}
+DEN_LOG_LEVEL=${DEN_LOG_LEVEL:-debug}
+DRIVER_ARGS=${DRIVER_ARGS:-}
+
+log() { printf '[run.sh %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+RPT_PID=""
+DEN_PID=""
+cleanup() {
+  local rc=$?
+  set +e
+  for pid in $RPT_PID $DEN_PID; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null
+    fi
+  done
+  for pid in $RPT_PID $DEN_PID; do
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -9 "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+  done
+  log "servers stopped; work dir and logs: $WORK"
+  log "  Repeater log: $WORK/rpt/repeater.log"
+  log "  Dendrite log: $WORK/den/dendrite.log"
+  log "  Driver log:   $WORK/driver.log"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "work dir: $WORK"
+
+# ------------------------------------------------------------------ build
+log "building Repeater and the driver"
+(cd "$REPO_ROOT" && go build -o "$WORK/repeater" ./cmd/repeater)
+(cd "$REPO_ROOT" && go build -o "$WORK/driver" ./interop/dendrite/driver)
+
+if [[ -n "${DENDRITE_BIN_DIR:-}" ]]; then
+  DBIN=$DENDRITE_BIN_DIR
+  log "using prebuilt Dendrite from $DBIN"
+else
+  log "fetching Dendrite $DENDRITE_VERSION from the module proxy"
+  # Run outside any module so the repo's go.mod/go.sum are never touched.
+  DEN_SRC=$(cd "$WORK" && GOWORK=off GOFLAGS=-mod=mod go mod download -json \
+    "github.com/element-hq/dendrite@$DENDRITE_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  if [[ -z "$DEN_SRC" || ! -d "$DEN_SRC" ]]; then
+    echo "could not locate the Dendrite module directory" >&2
+    exit 1
+  fi
+  log "building Dendrite in $DEN_SRC (several minutes on a cold cache)"
+  mkdir -p "$WORK/bin"
+  (cd "$DEN_SRC" && GOWORK=off GOFLAGS=-mod=mod go build -o "$WORK/bin/" \
+    ./cmd/dendrite ./cmd/generate-keys ./cmd/generate-config)
+  DBIN=$WORK/bin
+fi
+for b in dendrite generate-config generate-keys; do
+  [[ -x "$DBIN/$b" ]] || { echo "missing $DBIN/$b" >&2; exit 1; }
+done
+log "Dendrite version: $("$DBIN/dendrite" -version 2>&1 | tail -n1)"
+
+# ------------------------------------------------------------------ ports
+mapfile -t PORTS < <("$WORK/driver" -free-ports 4)
+[[ ${#PORTS[@]} -eq 4 ]] || { echo "could not pick free ports" >&2; exit 1; }
+RPT_HTTP=${PORTS[0]} RPT_TLS=${PORTS[1]} DEN_HTTP=${PORTS[2]} DEN_TLS=${PORTS[3]}
+RPT_NAME=localhost:$RPT_TLS
+DEN_NAME=localhost:$DEN_TLS
+log "Repeater: $RPT_NAME  client http://127.0.0.1:$RPT_HTTP  federation https://127.0.0.1:$RPT_TLS"
+log "Dendrite: $DEN_NAME  client http://127.0.0.1:$DEN_HTTP  federation https://127.0.0.1:$DEN_TLS"
+printf 'RPT_HTTP=%s\nRPT_TLS=%s\nDEN_HTTP=%s\nDEN_TLS=%s\n' "$RPT_HTTP" "$RPT_TLS" "$DEN_HTTP" "$DEN_TLS" >"$WORK/ports.env"
+
+# ------------------------------------------------------------------ Repeater
+"$WORK/repeater" generate-config --dir "$WORK/rpt" --server-name "$RPT_NAME" \
+  --listen "127.0.0.1:$RPT_HTTP" --tls-listen "127.0.0.1:$RPT_TLS" --test-network
+sed -i "s/^log_level: .*/log_level: $RPT_LOG_LEVEL/" "$WORK/rpt/repeater.yaml"
+(cd "$WORK/rpt" && exec "$WORK/repeater" --config "$WORK/rpt/repeater.yaml") \
+  >"$WORK/rpt/repeater.log" 2>&1 &
+RPT_PID=$!
+log "Repeater started, pid $RPT_PID"
+
+# ------------------------------------------------------------------ Dendrite
+mkdir -p "$WORK/den"
+"$DBIN/generate-keys" --private-key "$WORK/den/matrix_key.pem" \
+  --tls-cert "$WORK/den/server.crt" --tls-key "$WORK/den/server.key" -keysize 2048 >/dev/null
+# -ci gives: SQLite per component, open registration, rate limiting off,
+# presence in/out on, no key perspectives, empty deny/allow networks
+# (= every address, including 127.0.0.1, may be contacted).
+"$DBIN/generate-config" -ci -dir "$WORK/den" -server "$DEN_NAME" >"$WORK/den/dendrite.generated.yaml"
+# Section-aware edits of the generated YAML (it is yaml.Marshal output, so
+# the layout is fixed): the signing key path, outbound TLS verification off
+# for federation, log level, and the settings the check depends on, set
+# explicitly even where -ci already has them.
+awk -v key="$WORK/den/matrix_key.pem" -v lvl="$DEN_LOG_LEVEL" '
+  /^[a-z_]+:/ { section = $1 }
+  section == "global:"        && /^  private_key:/            { $0 = "  private_key: " key }
+  section == "global:"        && /^  disable_federation:/     { $0 = "  disable_federation: false" }
+  section == "client_api:"    && /^  registration_disabled:/  { $0 = "  registration_disabled: false" }
+  section == "client_api:"    && /^    enabled:/              { $0 = "    enabled: false" }   # rate_limiting
+  section == "federation_api:" && /^  disable_tls_validation:/ { $0 = "  disable_tls_validation: true" }
+  section == "federation_api:" && /^  key_perspectives:/       { $0 = "  key_perspectives: []" }
+  section == "federation_api:" && /^  deny_networks:/          { $0 = "  deny_networks: []" }
+  section == "federation_api:" && /^  allow_networks:/         { $0 = "  allow_networks: []" }
+  section == "logging:"       && /^  level:/                  { $0 = "  level: " lvl }
+  { print }
+' "$WORK/den/dendrite.generated.yaml" >"$WORK/den/dendrite.yaml"
+for want in "disable_tls_validation: true" "deny_networks: \[\]" "key_perspectives: \[\]" "registration_disabled: false"; do
+  grep -q "^  $want" "$WORK/den/dendrite.yaml" || { echo "dendrite.yaml edit failed: $want" >&2; exit 1; }
+done
+(cd "$WORK/den" && exec "$DBIN/dendrite" --config "$WORK/den/dendrite.yaml" \
+  --http-bind-address "127.0.0.1:$DEN_HTTP" --https-bind-address "127.0.0.1:$DEN_TLS" \
+  --tls-cert "$WORK/den/server.crt" --tls-key "$WORK/den/server.key" \
+  --really-enable-open-registration) >"$WORK/den/dendrite.log" 2>&1 &
+DEN_PID=$!
+log "Dendrite started, pid $DEN_PID"
+
+# ------------------------------------------------------------------ wait
+wait_up() { # name pid url
+  local name=$1 pid=$2 url=$3
+  for _ in $(seq 1 240); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$name exited during startup; last log lines:" >&2
+      return 1
+    fi
+    if curl -ksf -o /dev/null --max-time 2 "$url"; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "$name not answering $url after 120 s" >&2
+  return 1
+}
+wait_up Repeater "$RPT_PID" "http://127.0.0.1:$RPT_HTTP/_matrix/client/versions" || { tail -n 30 "$WORK/rpt/repeater.log" >&2; exit 1; }
+wait_up Repeater-TLS "$RPT_PID" "https://127.0.0.1:$RPT_TLS/_matrix/key/v2/server" || { tail -n 30 "$WORK/rpt/repeater.log" >&2; exit 1; }
+wait_up Dendrite "$DEN_PID" "http://127.0.0.1:$DEN_HTTP/_matrix/client/versions" || { tail -n 30 "$WORK/den/dendrite.log" >&2; exit 1; }
+wait_up Dendrite-TLS "$DEN_PID" "https://127.0.0.1:$DEN_TLS/_matrix/key/v2/server" || { tail -n 30 "$WORK/den/dendrite.log" >&2; exit 1; }
+log "both servers up"
+
+# ------------------------------------------------------------------ drive
+set +e
+# shellcheck disable=SC2086
+"$WORK/driver" -rpt-url "http://127.0.0.1:$RPT_HTTP" -rpt-name "$RPT_NAME" \
+  -den-url "http://127.0.0.1:$DEN_HTTP" -den-name "$DEN_NAME" $DRIVER_ARGS 2>&1 | tee "$WORK/driver.log"
+DRIVER_RC=${PIPESTATUS[0]}
+set -e
+
+if [[ $DRIVER_RC -eq 0 ]]; then
+  log "RESULT: PASS (all steps passed)"
+else
+  log "RESULT: FAIL (driver exit $DRIVER_RC; see the summary above)"
+fi
+exit "$DRIVER_RC"
