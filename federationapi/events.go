@@ -22,6 +22,9 @@ import (
 // history is world_readable, or one of its users was joined at the event,
 // or (shared history) is joined now.
 func (a *API) serverMaySee(ctx context.Context, origin spec.ServerName, e *storage.Event) bool {
+	if a.checkACL(ctx, e.RoomID, origin) != nil {
+		return false
+	}
 	state, err := a.rs.Snapshot(ctx, e.AfterSnapshot)
 	if err != nil {
 		return false
@@ -70,6 +73,9 @@ func (a *API) serverMaySee(ctx context.Context, origin spec.ServerName, e *stora
 
 // inRoom checks that origin has a joined user in the room now.
 func (a *API) inRoom(ctx context.Context, roomID string, origin spec.ServerName) error {
+	if err := a.checkACL(ctx, roomID, origin); err != nil {
+		return err
+	}
 	servers, err := a.rs.JoinedServers(ctx, roomID)
 	if err != nil {
 		return httputil.NotFound("Unknown room")
@@ -111,8 +117,11 @@ func (a *API) stateAt(idsOnly bool) fedHandler {
 		if eventID == "" {
 			return nil, httputil.MissingParam("Missing event_id")
 		}
+		if err := a.checkACL(r.Context(), roomID, origin); err != nil {
+			return nil, err
+		}
 		e, err := a.rs.EventByID(r.Context(), eventID)
-		if err != nil || e.RoomID != roomID {
+		if err != nil || e.RoomID != roomID || e.Outlier || e.Rejected {
 			return nil, httputil.NotFound("Unknown event")
 		}
 		if !a.serverMaySee(r.Context(), origin, e) {
@@ -140,6 +149,9 @@ func eventIDs(evs []*storage.Event) []string {
 // eventAuth handles GET /event_auth/{roomId}/{eventId}: the event's auth chain.
 func (a *API) eventAuth(r *http.Request, origin spec.ServerName, _ []byte) (any, error) {
 	v := httputil.Vars(r)
+	if err := a.checkACL(r.Context(), v["roomId"], origin); err != nil {
+		return nil, err
+	}
 	e, err := a.rs.EventByID(r.Context(), v["eventId"])
 	if err != nil || e.RoomID != v["roomId"] {
 		return nil, httputil.NotFound("Unknown event")
@@ -220,6 +232,9 @@ func (a *API) backfill(r *http.Request, origin spec.ServerName, _ []byte) (any, 
 	limit = min(limit, 1000)
 	if _, err := a.rs.RoomVersion(r.Context(), roomID); err != nil {
 		return nil, httputil.NotFound("Unknown room")
+	}
+	if err := a.checkACL(r.Context(), roomID, origin); err != nil {
+		return nil, err
 	}
 	evs, err := a.walkBack(r.Context(), roomID, from, nil, limit, true)
 	if err != nil {

@@ -59,6 +59,9 @@ func (a *API) invite(v1 bool) fedHandler {
 		case roomserver.ServerOf(string(pdu.SenderID())) != string(origin):
 			return nil, httputil.Forbidden("The inviter is not on the requesting server")
 		}
+		if err := a.checkACL(r.Context(), roomID, origin); err != nil {
+			return nil, err
+		}
 		uid, _ := spec.NewUserID(*pdu.StateKey(), true)
 		if uid == nil {
 			return nil, httputil.BadJSON("Bad state_key")

@@ -34,6 +34,13 @@ func (a *API) makeMembership(membership string) fedHandler {
 		if err != nil {
 			return nil, httputil.NotFound("Unknown room")
 		}
+		if err := a.checkACL(r.Context(), roomID, origin); err != nil {
+			return nil, err
+		}
+		// We can only vouch for a room we are still in.
+		if servers, _ := a.rs.JoinedServers(r.Context(), roomID); !contains(servers, string(a.serverName)) {
+			return nil, httputil.NotFound("No user of this server is in the room")
+		}
 		if membership != spec.Leave {
 			// The joining server must support the room's version; without
 			// ?ver= it is assumed to support only version 1.
@@ -67,6 +74,9 @@ func (a *API) sendMembership(membership string, v1 bool) fedHandler {
 		ver, err := a.rs.RoomVersion(r.Context(), roomID)
 		if err != nil {
 			return nil, httputil.NotFound("Unknown room")
+		}
+		if err := a.checkACL(r.Context(), roomID, origin); err != nil {
+			return nil, err
 		}
 		impl, err := gomatrixserverlib.GetRoomVersion(ver)
 		if err != nil {
@@ -362,4 +372,13 @@ func (a *API) KnockRemote(ctx context.Context, roomID, userID string, servers []
 		return he
 	}
 	return httputil.Err(502, "M_UNKNOWN", "Could not knock through any server: "+lastErr.Error())
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

@@ -103,7 +103,9 @@ func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw []byte
 		return pdu.EventID(), err
 	}
 	if res.Rejected != nil {
-		return pdu.EventID(), res.Rejected
+		// Stored as rejected (or soft-failed): processed, so not an error
+		// for the sender (as other servers answer too).
+		a.log.Info("PDU rejected", "origin", origin, "event", pdu.EventID(), "why", res.Rejected)
 	}
 	return pdu.EventID(), nil
 }
@@ -151,6 +153,11 @@ func (a *API) fetchMissing(ctx context.Context, origin spec.ServerName, ver goma
 			}
 			evs = append(evs, p)
 		}
+	}
+	if len(evs) == 0 {
+		// The sender could not (or would not) fill the gap: drop the event
+		// rather than guess at the state before it.
+		return fmt.Errorf("no missing events returned for %s", pdu.EventID())
 	}
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
 	for _, p := range evs {

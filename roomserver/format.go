@@ -66,6 +66,10 @@ func (s *Server) ClientEvent(ctx context.Context, e *storage.Event, viewerID, vi
 		buf = append(buf, `,"redacted_because":`...)
 		buf = append(buf, rb.Raw...)
 	}
+	if e.RedactedBy != "" {
+		buf = append(buf, `,"redacted_by":`...)
+		buf = strconv.AppendQuote(buf, e.RedactedBy)
+	}
 	if irs := gjson.GetBytes(e.JSON, "unsigned.invite_room_state"); irs.Exists() {
 		buf = append(buf, `,"invite_room_state":`...)
 		buf = append(buf, irs.Raw...)

@@ -395,6 +395,26 @@ func (s *Server) storeRemote(ctx context.Context, r *room, pdu gomatrixserverlib
 	if e.Type == spec.MRoomMember && e.StateKey != nil {
 		membership = gjson.GetBytes(e.JSON, "content.membership").Str
 	}
+	// A redaction applies to its target if the target is in this room and
+	// was sent from the redacter's server, or the redacter has the power
+	// to redact (spec: room versions 3+, "Redactions"; the auth rules admit
+	// every redaction, the server decides whether it applies).
+	redactTarget := ""
+	if e.Type == spec.MRoomRedaction && rejectErr == nil {
+		if t := pdu.Redacts(); t != "" {
+			if te, err := s.db.EventByID(ctx, t); err == nil && te.RoomID == r.id {
+				ok := ServerOf(te.Sender) == ServerOf(e.Sender)
+				if !ok {
+					if pl, err := r.powerLevels(); err == nil {
+						ok = r.userLevel(pl, e.Sender) >= pl.Redact
+					}
+				}
+				if ok {
+					redactTarget = t
+				}
+			}
+		}
+	}
 	// New forward extremities: the event replaces the ones it refers to.
 	newExtrem := r.extremities
 	forked := false
@@ -463,6 +483,11 @@ func (s *Server) storeRemote(ctx context.Context, r *room, pdu gomatrixserverlib
 		if err := tx.InsertEvent(ctx, &ev); err != nil {
 			return err
 		}
+		if redactTarget != "" {
+			if err := tx.MarkRedacted(ctx, redactTarget, ev.EventID); err != nil {
+				return err
+			}
+		}
 		if !inLine || forked {
 			return nil
 		}
@@ -498,6 +523,9 @@ func (s *Server) storeRemote(ctx context.Context, r *room, pdu gomatrixserverlib
 		e.AfterSnapshot = ps[i]
 	}
 	s.events.Put(e.NID, e)
+	if redactTarget != "" {
+		s.events.RemoveIf(func(x *storage.Event) bool { return x.EventID == redactTarget })
+	}
 	if inLine {
 		current, currentSnap := stateAfter, e.AfterSnapshot
 		if forked {

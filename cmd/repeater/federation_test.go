@@ -120,10 +120,16 @@ func TestFederationJoinAndMessages(t *testing.T) {
 		b := timelineBodies(bob, roomID)
 		return len(b) > 0 && b[len(b)-1] == "hello bob"
 	})
-	bob.send(roomID, "hello alice")
+	oops := bob.send(roomID, "hello alice")
 	eventually(t, "bob's message on alice's server", func() bool {
 		b := timelineBodies(alice, roomID)
 		return len(b) > 0 && b[len(b)-1] == "hello alice"
+	})
+	// A redaction from the sender's server applies on the other server.
+	red := bob.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/redact/"+url.PathEscape(oops)+"/r1", map[string]any{}).Get("event_id").Str
+	eventually(t, "bob's redaction applied on alice's server", func() bool {
+		st, ev := alice.do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/event/"+url.PathEscape(oops), nil)
+		return st == 200 && ev.Get("unsigned.redacted_by").Str == red && !ev.Get("content.body").Exists()
 	})
 	// Bob's incremental sync delivers alice's next message.
 	since := bob.must("GET", "/_matrix/client/v3/sync", nil).Get("next_batch").Str
