@@ -22,6 +22,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,16 +39,26 @@ var (
 type result struct {
 	name   string
 	ok     bool
+	xfail  bool // failed because of a known bug in the other server
 	detail string
 	took   time.Duration
 }
+
+// knownBug marks a failure caused by a documented bug in the peer server
+// (not Repeater). It is reported as XFAIL and fails the run only with
+// -strict.
+type knownBug string
+
+func (k knownBug) Error() string { return string(k) }
+
+var strict bool
 
 var results []result
 
 // step runs fn as a named step. A step that needs an earlier step's output
 // and finds it missing reports SKIP-as-FAIL so the summary stays honest.
 func step(name string, fn func() (string, error)) bool {
-	fmt.Printf("--- %s\n", name)
+	fmt.Printf("%s --- %s\n", stamp(), name)
 	start := time.Now()
 	detail, err := func() (d string, err error) {
 		defer func() {
@@ -59,17 +70,31 @@ func step(name string, fn func() (string, error)) bool {
 	}()
 	r := result{name: name, ok: err == nil, detail: detail, took: time.Since(start)}
 	if err != nil {
+		var kb knownBug
+		r.xfail = errors.As(err, &kb) && !strict
 		r.detail = err.Error()
 		if detail != "" {
 			r.detail += " | " + detail
 		}
-		fmt.Printf("FAIL %s (%s): %s\n", name, r.took.Round(time.Millisecond), r.detail)
+		fmt.Printf("%s %s %s (%s): %s\n", stamp(), r.status(), name, r.took.Round(time.Millisecond), r.detail)
 	} else {
-		fmt.Printf("PASS %s (%s) %s\n", name, r.took.Round(time.Millisecond), detail)
+		fmt.Printf("%s PASS %s (%s) %s\n", stamp(), name, r.took.Round(time.Millisecond), detail)
 	}
 	results = append(results, r)
 	return err == nil
 }
+
+func (r result) status() string {
+	switch {
+	case r.ok:
+		return "PASS"
+	case r.xfail:
+		return "XFAIL"
+	}
+	return "FAIL"
+}
+
+func stamp() string { return time.Now().Format("15:04:05.000") }
 
 func skip(name, why string) {
 	fmt.Printf("FAIL %s: not run: %s\n", name, why)
@@ -101,6 +126,7 @@ func poll(fn func() (done bool, why string, err error)) error {
 
 type client struct {
 	label  string // e.g. "alice@repeater"
+	impl   string // "repeater" or "dendrite"
 	base   string
 	server string // server name
 	userID string
@@ -362,8 +388,9 @@ type env struct {
 	run                              string // unique suffix for this run
 }
 
-func (e *env) user(label, base, server, local string) (*client, error) {
+func (e *env) user(label, impl, base, server, local string) (*client, error) {
 	c := newClient(label, base, server)
+	c.impl = impl
 	err := c.register(local+"-"+e.run, "interop-password-"+e.run)
 	return c, err
 }
@@ -388,7 +415,8 @@ func roomScenario(prefix string, host, joiner *client, e *env) {
 	}) {
 		for _, n := range []string{"join-by-alias", "rejoin-by-id", "msg-host-to-joiner", "msg-joiner-to-host",
 			"state-room-name", "typing-host-to-joiner", "typing-joiner-to-host", "receipt-joiner-to-host",
-			"receipt-host-to-joiner", "presence-host-to-joiner", "presence-joiner-to-host"} {
+			"receipt-host-to-joiner", "presence-host-to-joiner.sync", "presence-host-to-joiner.get",
+			"presence-joiner-to-host.sync", "presence-joiner-to-host.get"} {
 			skip(prefix+"."+n, "room creation failed")
 		}
 		return
@@ -443,7 +471,8 @@ func roomScenario(prefix string, host, joiner *client, e *env) {
 	if !joined {
 		for _, n := range []string{"msg-host-to-joiner", "msg-joiner-to-host",
 			"state-room-name", "typing-host-to-joiner", "typing-joiner-to-host", "receipt-joiner-to-host",
-			"receipt-host-to-joiner", "presence-host-to-joiner", "presence-joiner-to-host"} {
+			"receipt-host-to-joiner", "presence-host-to-joiner.sync", "presence-host-to-joiner.get",
+			"presence-joiner-to-host.sync", "presence-joiner-to-host.get"} {
 			skip(prefix+"."+n, "joiner never joined")
 		}
 		return
@@ -574,28 +603,64 @@ func roomScenario(prefix string, host, joiner *client, e *env) {
 	step(prefix+".receipt-joiner-to-host", func() (string, error) { return receipt(joiner, host, hostMsgID) })
 	step(prefix+".receipt-host-to-joiner", func() (string, error) { return receipt(host, joiner, joinerMsgID) })
 
-	presence := func(subject, watcher *client) (string, error) {
-		msg := "busy testing " + prefix + " " + e.run
-		if _, err := subject.do("PUT", "/_matrix/client/v3/presence/"+pe(subject.userID)+"/status",
-			map[string]any{"presence": "online", "status_msg": msg}); err != nil {
-			return "", err
-		}
-		err := poll(func() (bool, string, error) {
-			r, err := watcher.do("GET", "/_matrix/client/v3/presence/"+pe(subject.userID)+"/status", nil)
+	// Presence: the subject sets online + a unique status_msg; the watcher
+	// on the other server must see it in /sync (presence.events) and via
+	// GET /presence/{userId}/status.
+	presence := func(tag string, subject, watcher *client) {
+		msg := "busy testing " + prefix + " " + tag + " " + e.run
+		step(prefix+".presence-"+tag+".sync", func() (string, error) {
+			s, err := watcher.startSync()
 			if err != nil {
-				return false, err.Error(), nil
+				return "", err
 			}
-			p, m := r.Get("presence").String(), r.Get("status_msg").String()
-			return p == "online" && m == msg,
-				fmt.Sprintf("%s sees %s presence=%q status_msg=%q", watcher.label, subject.label, p, m), nil
+			if _, err := subject.do("PUT", "/_matrix/client/v3/presence/"+pe(subject.userID)+"/status",
+				map[string]any{"presence": "online", "status_msg": msg}); err != nil {
+				return "", err
+			}
+			err = s.waitFor(func(r gjson.Result) bool {
+				for _, ev := range r.Get("presence.events").Array() {
+					if ev.Get("sender").String() == subject.userID && ev.Get("content.presence").String() == "online" &&
+						ev.Get("content.status_msg").String() == msg {
+						return true
+					}
+				}
+				return false
+			}, "m.presence online "+strconv.Quote(msg)+" for "+subject.userID)
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("%s's /sync shows %s online %q", watcher.label, subject.label, msg), nil
 		})
-		if err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("%s sees %s online %q", watcher.label, subject.label, msg), nil
+		step(prefix+".presence-"+tag+".get", func() (string, error) {
+			var last gjson.Result
+			err := poll(func() (bool, string, error) {
+				r, err := watcher.do("GET", "/_matrix/client/v3/presence/"+pe(subject.userID)+"/status", nil)
+				if err != nil {
+					return false, err.Error(), nil
+				}
+				last = r
+				p, m := r.Get("presence").String(), r.Get("status_msg").String()
+				return p == "online" && m == msg,
+					fmt.Sprintf("GET by %s: %s", watcher.label, truncate(r.Raw, 200)), nil
+			})
+			if err != nil {
+				// Dendrite v0.15.2 answers GET /presence for any remote user
+				// from an error path: its syncapi presence responder calls
+				// userapi QueryDevices, which refuses remote users ("cannot
+				// query devices of remote users"), so the reply is a bare
+				// {"presence":"unavailable"} whatever it has stored.
+				if watcher.impl == "dendrite" && last.Get("presence").String() == "unavailable" &&
+					!last.Get("status_msg").Exists() && !last.Get("last_active_ago").Exists() {
+					return "", knownBug("Dendrite v0.15.2 GET /presence of a remote user always returns " + last.Raw +
+						" (syncapi presence responder → userapi QueryDevices: \"cannot query devices of remote users\"); " + err.Error())
+				}
+				return "", err
+			}
+			return fmt.Sprintf("GET by %s: %s", watcher.label, truncate(last.Raw, 200)), nil
+		})
 	}
-	step(prefix+".presence-host-to-joiner", func() (string, error) { return presence(host, joiner) })
-	step(prefix+".presence-joiner-to-host", func() (string, error) { return presence(joiner, host) })
+	presence("host-to-joiner", host, joiner)
+	presence("joiner-to-host", joiner, host)
 }
 
 // backfillScenario: host sends n messages in a fresh room before the
@@ -746,6 +811,7 @@ func main() {
 	flag.StringVar(&e.denName, "den-name", "", "Dendrite server name")
 	flag.DurationVar(&wait, "wait", wait, "how long to poll for each federated effect")
 	flag.BoolVar(&verbose, "v", false, "log every HTTP request")
+	flag.BoolVar(&strict, "strict", false, "count known peer-server bugs (XFAIL) as failures")
 	history := flag.Int("history", 50, "messages sent before the backfill joins")
 	only := flag.String("only", "", "comma-separated subset of A,B,C1,C2 to run")
 	freePorts := flag.Int("free-ports", 0, "print this many free 127.0.0.1 TCP ports and exit (used by run.sh)")
@@ -774,14 +840,14 @@ func main() {
 	var alice, bob *client
 	if !step("setup.register-alice@repeater", func() (string, error) {
 		var err error
-		alice, err = e.user("alice@repeater", e.rptURL, e.rptName, "alice")
+		alice, err = e.user("alice@repeater", "repeater", e.rptURL, e.rptName, "alice")
 		if err != nil {
 			return "", err
 		}
 		return alice.userID, nil
 	}) || !step("setup.register-bob@dendrite", func() (string, error) {
 		var err error
-		bob, err = e.user("bob@dendrite", e.denURL, e.denName, "bob")
+		bob, err = e.user("bob@dendrite", "dendrite", e.denURL, e.denName, "bob")
 		if err != nil {
 			return "", err
 		}
@@ -811,15 +877,18 @@ func summary() int {
 	fmt.Println()
 	fmt.Println("==================== SUMMARY ====================")
 	failed := 0
+	xfailed := 0
 	for _, r := range results {
-		s := "PASS"
-		if !r.ok {
-			s = "FAIL"
+		switch {
+		case r.xfail:
+			xfailed++
+		case !r.ok:
 			failed++
 		}
-		fmt.Printf("%s  %-48s %s\n", s, r.name, truncate(r.detail, 220))
+		fmt.Printf("%-5s  %-52s %s\n", r.status(), r.name, truncate(r.detail, 240))
 	}
-	fmt.Printf("%d/%d steps passed\n", len(results)-failed, len(results))
+	fmt.Printf("%d/%d steps passed, %d failed, %d known peer bugs (XFAIL; -strict counts them as failures)\n",
+		len(results)-failed-xfailed, len(results), failed, xfailed)
 	if failed > 0 {
 		return 1
 	}
