@@ -112,6 +112,11 @@ func (a *API) sendMembership(membership string, v1 bool) fedHandler {
 		if res.Rejected != nil {
 			return nil, httputil.Forbidden("Not allowed: " + res.Rejected.Error())
 		}
+		// The other servers in the room learn of the new membership from us
+		// (the joining server does not know them yet).
+		if !res.Existed {
+			a.passOn(r.Context(), roomID, res.Event, origin)
+		}
 		if membership == spec.Knock {
 			// The knocking server learns enough to show the room.
 			stripped, _ := a.rs.StrippedState(r.Context(), roomID)
@@ -381,4 +386,27 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// passOn queues another server's event, accepted here, for every other
+// server in the room except its origin.
+func (a *API) passOn(ctx context.Context, roomID string, e *storage.Event, origin spec.ServerName) {
+	servers, err := a.rs.JoinedServers(ctx, roomID)
+	if err != nil {
+		return
+	}
+	var dests []string
+	for _, s := range servers {
+		if s != string(a.serverName) && s != string(origin) {
+			dests = append(dests, s)
+		}
+	}
+	if len(dests) == 0 {
+		return
+	}
+	if err := a.db.QueuePDU(context.WithoutCancel(ctx), dests, e.NID); err != nil {
+		a.log.Warn("queueing a passed-on event", "event", e.EventID, "err", err)
+		return
+	}
+	a.Sender.Queued(dests)
 }

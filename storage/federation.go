@@ -309,3 +309,10 @@ func (db *DB) JoinedServers(ctx context.Context) ([]string, error) {
 	}
 	return out, nil
 }
+
+// QueuePDU queues a stored event for destinations (outside the event's own
+// write: for events of other servers that we pass on, such as a join we
+// accepted through send_join).
+func (db *DB) QueuePDU(ctx context.Context, destinations []string, nid int64) error {
+	return db.Write(ctx, func(tx *Tx) error { return tx.EnqueuePDU(ctx, destinations, nid) })
+}
