@@ -176,12 +176,8 @@ func (a *API) RejectRemoteInvite(ctx context.Context, roomID, userID string) err
 		_, err = a.rs.RemoteMembership(ctx, ver, leave, nil)
 		return err
 	}
-	var he *httputil.Error
-	if errors.As(lastErr, &he) {
-		return he
-	}
-	// The inviting server cannot be reached: decline locally so the
-	// invite does not linger (it would otherwise never go away).
+	// The inviting server cannot be reached or refuses (e.g. everyone has
+	// left the room): decline locally so the invite does not linger.
 	a.log.Warn("rejecting invite locally", "room", roomID, "err", lastErr)
 	return a.rejectLocally(ctx, ver, inv, userID)
 }
