@@ -284,7 +284,18 @@ func remoteErr(what string, err error) error {
 	var he gomatrix.HTTPError
 	if errors.As(err, &he) {
 		if code := gjson.GetBytes(he.Contents, "errcode").Str; code != "" && he.Code >= 400 && he.Code < 500 {
-			return &httputil.Error{Status: he.Code, Code: code, Message: gjson.GetBytes(he.Contents, "error").Str}
+			e := &httputil.Error{Status: he.Code, Code: code, Message: gjson.GetBytes(he.Contents, "error").Str}
+			// Keep extra fields (e.g. room_version with M_INCOMPATIBLE_ROOM_VERSION).
+			gjson.ParseBytes(he.Contents).ForEach(func(k, v gjson.Result) bool {
+				if k.Str != "errcode" && k.Str != "error" {
+					if e.Extra == nil {
+						e.Extra = map[string]any{}
+					}
+					e.Extra[k.Str] = v.Value()
+				}
+				return true
+			})
+			return e
 		}
 	}
 	return fmt.Errorf("%s: %w", what, err)

@@ -338,6 +338,12 @@ func (s *Server) InputRemote(ctx context.Context, pdu gomatrixserverlib.PDU) (*I
 			rejectErr = err
 		}
 	}
+	// A redaction of an event in another room is not part of this room.
+	if rejectErr == nil && pdu.Type() == spec.MRoomRedaction {
+		if te, err := s.db.EventByID(ctx, pdu.Redacts()); err == nil && te.RoomID != r.id {
+			rejectErr = errors.New("redacts an event in another room")
+		}
+	}
 	// Step 5: and by the state before it.
 	if rejectErr == nil {
 		ae, err := s.authProvider(ctx, r.version, stateBefore, pdu)

@@ -340,8 +340,10 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 	// "Transactions"); a membership change also goes to its target's server.
 	var destinations []string
 	if s.cfg.Outbound != nil && ServerOf(e.Sender) == string(s.cfg.ServerName) {
+		// A kicked or banned user's server hears of it; an invite reached
+		// the invitee's server through /invite already.
 		target := ""
-		if membership != "" {
+		if membership == spec.Leave || membership == spec.Ban {
 			target = *e.StateKey
 		}
 		destinations = s.serversIn(r.members, target)

@@ -167,8 +167,11 @@ set +e
 DRIVER_RC=${PIPESTATUS[0]}
 set -e
 
-if [[ $DRIVER_RC -eq 0 ]]; then
+XFAILS=$(grep -c '^XFAIL ' "$WORK/driver.log" || true)
+if [[ $DRIVER_RC -eq 0 && $XFAILS -eq 0 ]]; then
   log "RESULT: PASS (all steps passed)"
+elif [[ $DRIVER_RC -eq 0 ]]; then
+  log "RESULT: PASS (no Repeater-side failures; $XFAILS XFAIL steps are known Dendrite v0.15.2 bugs, see README.md; DRIVER_ARGS=-strict fails on them)"
 else
   log "RESULT: FAIL (driver exit $DRIVER_RC; see the summary above)"
 fi
