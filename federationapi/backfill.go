@@ -2,7 +2,10 @@ package federationapi
 
 import (
 	"context"
+	"encoding/json"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -71,14 +74,7 @@ func (a *API) Backfill(ctx context.Context, roomID string, beforeDepth int64, li
 			lastErr = err
 			continue
 		}
-		var pdus []gomatrixserverlib.PDU
-		for _, raw := range txn.PDUs {
-			p, err := a.parseAndVerify(ctx, ver, raw)
-			if err != nil || p.RoomID().String() != roomID {
-				continue
-			}
-			pdus = append(pdus, p)
-		}
+		pdus := a.parseAndVerifyAll(ctx, ver, roomID, txn.PDUs)
 		if len(pdus) == 0 {
 			continue
 		}
@@ -122,4 +118,37 @@ func (a *API) backfillAll(ctx context.Context, roomID string) {
 			}
 		}
 	}
+}
+
+// parseAndVerifyAll is parseAndVerify for a batch, on every core: checking
+// signatures is most of the cost of taking in history. Events that fail, or
+// are for another room, are left out.
+func (a *API) parseAndVerifyAll(ctx context.Context, ver gomatrixserverlib.RoomVersion, roomID string, raws []json.RawMessage) []gomatrixserverlib.PDU {
+	out := make([]gomatrixserverlib.PDU, len(raws))
+	workers := min(runtime.GOMAXPROCS(0), len(raws))
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(raws) {
+					return
+				}
+				if p, err := a.parseAndVerify(ctx, ver, raws[i]); err == nil && p.RoomID().String() == roomID {
+					out[i] = p
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	kept := out[:0]
+	for _, p := range out {
+		if p != nil {
+			kept = append(kept, p)
+		}
+	}
+	return kept
 }

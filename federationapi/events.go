@@ -236,7 +236,24 @@ func (a *API) backfill(r *http.Request, origin spec.ServerName, _ []byte) (any, 
 	if err := a.checkACL(r.Context(), roomID, origin); err != nil {
 		return nil, err
 	}
-	evs, err := a.walkBack(r.Context(), roomID, from, nil, limit, true)
+	// The given events and those below them in depth order: one query per
+	// page instead of a walk through prev_events one level at a time (the
+	// spec asks for events "preceding" them; events on side branches at
+	// lower depth are part of the room's history all the same).
+	start, err := a.rs.EventsByIDs(r.Context(), from)
+	if err != nil {
+		return nil, err
+	}
+	var top *storage.Event
+	for _, e := range start {
+		if e.RoomID == roomID && !e.Outlier && (top == nil || e.Depth > top.Depth || (e.Depth == top.Depth && e.StreamPos > top.StreamPos)) {
+			top = e
+		}
+	}
+	if top == nil {
+		return a.txnBody([]json.RawMessage{}), nil
+	}
+	evs, err := a.db.RoomEventsTopo(r.Context(), roomID, storage.TopoPos{Depth: top.Depth, Stream: top.StreamPos}, true, limit)
 	if err != nil {
 		return nil, err
 	}

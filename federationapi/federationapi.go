@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -81,7 +82,7 @@ func New(d Deps) (*API, error) {
 	a := &API{cfg: d.Config, serverName: name, keyID: d.KeyID, privateKey: d.PrivateKey,
 		publicKey: d.PrivateKey.Public().(ed25519.PublicKey), db: d.DB, log: d.Log, client: client, version: d.Version}
 	a.keyRing = &gomatrixserverlib.KeyRing{
-		KeyDatabase: keyDB{db: d.DB},
+		KeyDatabase: keyDB{db: d.DB, mem: &sync.Map{}},
 		KeyFetchers: []gomatrixserverlib.KeyFetcher{&gomatrixserverlib.DirectKeyFetcher{
 			Client:            client,
 			IsLocalServerName: func(s spec.ServerName) bool { return s == name },

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -120,15 +121,31 @@ func (a *API) keyQuery(r *http.Request) (any, error) {
 	return map[string]any{"server_keys": out}, nil
 }
 
-// keyDB is the key ring's cache, in the database (table server_keys).
+// keyDB is the key ring's cache, in the database (table server_keys), with
+// the keys last read held in memory (every signature check asks).
 type keyDB struct {
-	db *storage.DB
+	db  *storage.DB
+	mem *sync.Map // PublicKeyLookupRequest -> PublicKeyLookupResult
 }
 
 func (k keyDB) FetcherName() string { return "database" }
 
 func (k keyDB) FetchKeys(ctx context.Context, reqs map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
 	out := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	// From memory when the cached key is good for the time asked about.
+	now := spec.AsTimestamp(time.Now())
+	missing := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
+	for req, ts := range reqs {
+		if v, ok := k.mem.Load(req); ok {
+			res := v.(gomatrixserverlib.PublicKeyLookupResult)
+			if (res.ExpiredTS != gomatrixserverlib.PublicKeyNotExpired) || (res.ValidUntilTS > now && res.ValidUntilTS >= ts) {
+				out[req] = res
+				continue
+			}
+		}
+		missing[req] = ts
+	}
+	reqs = missing
 	byServer := map[spec.ServerName][]storage.ServerKey{}
 	for req := range reqs {
 		keys, ok := byServer[req.ServerName]
@@ -147,8 +164,10 @@ func (k keyDB) FetchKeys(ctx context.Context, reqs map[gomatrixserverlib.PublicK
 			if err != nil {
 				continue
 			}
-			out[req] = gomatrixserverlib.PublicKeyLookupResult{VerifyKey: gomatrixserverlib.VerifyKey{Key: pub},
+			res := gomatrixserverlib.PublicKeyLookupResult{VerifyKey: gomatrixserverlib.VerifyKey{Key: pub},
 				ExpiredTS: spec.Timestamp(key.ExpiredTS), ValidUntilTS: spec.Timestamp(key.ValidUntilTS)}
+			out[req] = res
+			k.mem.Store(req, res)
 		}
 	}
 	return out, nil
@@ -162,6 +181,9 @@ func (k keyDB) StoreKeys(ctx context.Context, res map[gomatrixserverlib.PublicKe
 	}
 	if len(keys) == 0 {
 		return nil
+	}
+	for req := range res {
+		k.mem.Delete(req) // re-read: the database keeps the later validity
 	}
 	return k.db.StoreServerKeys(ctx, keys)
 }
