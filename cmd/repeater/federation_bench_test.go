@@ -171,3 +171,37 @@ func BenchmarkFederationCatchUp(b *testing.B) {
 		b.ReportMetric(float64(time.Since(start).Milliseconds()), "catch-up-ms")
 	}
 }
+
+// BenchmarkFederationJoinBigRoom measures joining, from another server, a
+// room of 1,000 members and 10,000 messages (the send_join response carries
+// the whole state and its auth chain).
+func BenchmarkFederationJoinBigRoom(b *testing.B) {
+	srv, alice, roomID := benchRoom(b, 2)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i := range 999 {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			u := srv[0].register(fmt.Sprintf("member%d", i))
+			u.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
+		}(i)
+	}
+	wg.Wait()
+	sendMany(alice, roomID, 10000, 10)
+	b.ResetTimer()
+	for i := range b.N {
+		bob := srv[1].register(fmt.Sprintf("bob%d", i))
+		start := time.Now()
+		bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name=s0.test", map[string]any{})
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "join-ms")
+		start = time.Now()
+		bob.must("GET", "/_matrix/client/v3/sync", nil)
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "first-sync-ms")
+		if n := len(bob.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/joined_members", nil).Get("joined").Map()); n != 1001 {
+			b.Fatalf("joined members on the joining server: %d", n)
+		}
+	}
+}
