@@ -320,13 +320,23 @@ func (s *Server) InputRemote(ctx context.Context, pdu gomatrixserverlib.PDU) (*I
 	}
 	// Step 4: the event must be allowed by its own auth events.
 	var rejectErr error
-	authPDUs, _, err := s.storedPDUs(ctx, r.version, pdu.AuthEventIDs())
+	authPDUs, authEvs, err := s.storedPDUs(ctx, r.version, pdu.AuthEventIDs())
 	if err != nil {
 		return nil, err
 	}
-	if len(authPDUs) != len(pdu.AuthEventIDs()) {
+	for _, ae := range authEvs {
+		if ae.Rejected {
+			rejectErr = errors.New("an auth event was rejected")
+		}
+		if ae.RoomID != r.id {
+			rejectErr = errors.New("an auth event is in another room")
+		}
+	}
+	switch {
+	case rejectErr != nil:
+	case len(authPDUs) != len(pdu.AuthEventIDs()):
 		rejectErr = errors.New("auth events not held")
-	} else {
+	default:
 		list := make([]gomatrixserverlib.PDU, 0, len(authPDUs))
 		for _, p := range authPDUs {
 			list = append(list, p)
@@ -1143,6 +1153,50 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 	for _, p := range fetched {
 		byID[p.EventID()] = p
 	}
+	// Every fetched event must be allowed by its own auth events (spec:
+	// "Checks performed on receipt of a PDU", step 4); one that is not is
+	// stored rejected and left out of the state (a server cannot slip in,
+	// say, a power-levels event that its auth events do not allow).
+	heldPDUs, heldEvs, err := s.storedPDUs(ctx, r.version, ids)
+	if err != nil {
+		return err
+	}
+	rejected := map[string]bool{}
+	for id, e := range heldEvs {
+		if e.Rejected {
+			rejected[id] = true
+		}
+	}
+	lookup := func(id string) gomatrixserverlib.PDU {
+		if p := byID[id]; p != nil {
+			return p
+		}
+		if p := heldPDUs[id]; p != nil {
+			return p
+		}
+		if ps, _, err := s.storedPDUs(ctx, r.version, []string{id}); err == nil {
+			return ps[id]
+		}
+		return nil
+	}
+	allowedByAuthEvents := func(p gomatrixserverlib.PDU) bool {
+		var list []gomatrixserverlib.PDU
+		for _, a := range p.AuthEventIDs() {
+			ap := lookup(a)
+			if ap == nil || rejected[a] {
+				return false
+			}
+			list = append(list, ap)
+		}
+		ae, err := gomatrixserverlib.NewAuthEvents(list)
+		return err == nil && gomatrixserverlib.Allowed(p, ae, UserIDForSender) == nil
+	}
+	for _, f := range fresh {
+		if !allowedByAuthEvents(f) {
+			rejected[f.EventID()] = true
+		}
+	}
+	evRejected := !allowedByAuthEvents(ev)
 	_, evHeld := held[ev.EventID()]
 	pos, done := s.db.Submit(2, func(tx *storage.Tx) error {
 		p := tx.Positions()
@@ -1157,7 +1211,7 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 		for i, f := range fresh {
 			oe := &storage.Event{EventID: f.EventID(), RoomID: roomID, Type: f.Type(), StateKey: f.StateKey(),
 				Sender: string(f.SenderID()), Depth: f.Depth(), OriginTS: int64(f.OriginServerTS()),
-				JSON: f.JSON(), Outlier: true, StreamPos: nids[i]}
+				JSON: f.JSON(), Outlier: true, StreamPos: nids[i], Rejected: rejected[f.EventID()]}
 			if err := tx.InsertEvent(ctx, oe); err != nil {
 				return err
 			}
@@ -1165,6 +1219,9 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 		}
 		before := storage.StateMap{}
 		for _, id := range stateIDs {
+			if rejected[id] {
+				continue
+			}
 			nid, ok := idToNID[id]
 			if !ok {
 				return fmt.Errorf("state event %s not held", id)
@@ -1190,7 +1247,7 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 		if evHeld {
 			evNID = held[ev.EventID()]
 		}
-		if ev.StateKey() != nil {
+		if ev.StateKey() != nil && !evRejected {
 			k := storage.StateKey{Type: ev.Type(), StateKey: *ev.StateKey()}
 			after = make(storage.StateMap, len(before)+1)
 			for kk, v := range before {
@@ -1202,7 +1259,7 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 			}
 		}
 		afterSnap := p[0]
-		if ev.StateKey() != nil {
+		if ev.StateKey() != nil && !evRejected {
 			afterSnap = p[1]
 		}
 		if evHeld {
@@ -1214,7 +1271,7 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 		}
 		return tx.InsertEvent(ctx, &storage.Event{EventID: ev.EventID(), RoomID: roomID, Type: ev.Type(), StateKey: ev.StateKey(),
 			Sender: string(ev.SenderID()), Depth: ev.Depth(), OriginTS: int64(ev.OriginServerTS()), JSON: ev.JSON(),
-			Outlier: true, StreamPos: evNID, BeforeSnapshot: p[0], AfterSnapshot: afterSnap})
+			Outlier: true, Rejected: evRejected, StreamPos: evNID, BeforeSnapshot: p[0], AfterSnapshot: afterSnap})
 	}, nil)
 	if pos == nil {
 		return <-done
