@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"repeater/roomserver"
 )
 
 // The syncapi.FederationEDUs side: our users' typing notifications, read
@@ -81,4 +83,31 @@ func (a *API) Presence(ctx context.Context, userID string, content map[string]an
 		p["presence"] = "offline"
 	}
 	a.queueEDU(ctx, "m.presence", map[string]any{"push": []any{p}}, servers)
+}
+
+// presenceFor tells servers new to a room the presence of our users in it
+// (spec: presence goes to every server sharing a room; a server that just
+// joined would otherwise see our users offline until they next change).
+func (a *API) presenceFor(ctx context.Context, roomID string, servers []string) {
+	if a.edus == nil || len(servers) == 0 {
+		return
+	}
+	members, err := a.rs.MembersWith(ctx, roomID, spec.Join)
+	if err != nil {
+		return
+	}
+	var push []any
+	for _, u := range members {
+		if roomserver.ServerOf(u) != string(a.serverName) {
+			continue
+		}
+		p := map[string]any{"user_id": u}
+		for k, v := range a.edus.PresenceOf(u) {
+			p[k] = v
+		}
+		push = append(push, p)
+	}
+	if len(push) > 0 {
+		a.queueEDU(ctx, "m.presence", map[string]any{"push": push}, servers)
+	}
 }

@@ -32,6 +32,8 @@ type EDUReceiver interface {
 	RemoteTyping(roomID, userID string, typing bool, timeout time.Duration)
 	RemoteReceipt(roomID, receiptType, userID, eventID string, data []byte)
 	RemotePresence(userID, presence, statusMsg string, lastActiveAgo int64, currentlyActive bool)
+	// PresenceOf is a local user's current presence content.
+	PresenceOf(userID string) map[string]any
 }
 
 // API is the federation API and sender.

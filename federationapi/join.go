@@ -116,6 +116,9 @@ func (a *API) sendMembership(membership string, v1 bool) fedHandler {
 		// (the joining server does not know them yet).
 		if !res.Existed {
 			a.passOn(r.Context(), roomID, res.Event, origin)
+			if membership == spec.Join {
+				a.presenceFor(r.Context(), roomID, []string{string(origin)})
+			}
 		}
 		if membership == spec.Knock {
 			// The knocking server learns enough to show the room.
@@ -173,6 +176,10 @@ func (a *API) JoinRemote(ctx context.Context, roomID, userID string, servers []s
 		tried[srv] = true
 		ev, err := a.joinVia(ctx, spec.ServerName(srv), roomID, userID, content)
 		if err == nil {
+			// The room's servers learn our new member's presence.
+			if a.edus != nil {
+				a.Presence(ctx, userID, a.edus.PresenceOf(userID))
+			}
 			return ev.RoomID, nil
 		}
 		a.log.Warn("remote join failed", "room", roomID, "via", srv, "err", err)

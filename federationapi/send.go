@@ -106,6 +106,12 @@ func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw []byte
 		// Stored as rejected (or soft-failed): processed, so not an error
 		// for the sender (as other servers answer too).
 		a.log.Info("PDU rejected", "origin", origin, "event", pdu.EventID(), "why", res.Rejected)
+	} else if !res.Existed && pdu.Type() == spec.MRoomMember && pdu.StateKey() != nil {
+		// A user of another server joined: their server learns our users'
+		// presence in the room.
+		if m, _ := pdu.Membership(); m == spec.Join && roomserver.ServerOf(*pdu.StateKey()) != string(a.serverName) {
+			a.presenceFor(ctx, roomID, []string{roomserver.ServerOf(*pdu.StateKey())})
+		}
 	}
 	return pdu.EventID(), nil
 }

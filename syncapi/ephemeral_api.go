@@ -256,3 +256,9 @@ func (s *Sync) RemotePresence(userID, presence, statusMsg string, lastActiveAgo 
 		s.wakeSharing(context.Background(), userID)
 	}
 }
+
+// PresenceOf returns a user's presence content (for federation).
+func (s *Sync) PresenceOf(userID string) map[string]any {
+	c, _ := s.eph.presenceOf(userID)
+	return c
+}

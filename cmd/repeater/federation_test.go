@@ -387,3 +387,24 @@ func TestFederationKnock(t *testing.T) {
 		return len(b) > 0 && b[len(b)-1] == "come in"
 	})
 }
+
+// Users who come to share a room across servers learn each other's
+// presence at once, without waiting for it to change.
+func TestFederationPresenceOnJoin(t *testing.T) {
+	srv := fedNet(t, 2)
+	alice := srv[0].register("alice")
+	bob := srv[1].register("bob")
+	alice.must("PUT", "/_matrix/client/v3/presence/"+url.PathEscape(alice.userID)+"/status", map[string]any{"presence": "online", "status_msg": "alice here"})
+	bob.must("PUT", "/_matrix/client/v3/presence/"+url.PathEscape(bob.userID)+"/status", map[string]any{"presence": "unavailable", "status_msg": "bob away"})
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name=s0.test", map[string]any{})
+	see := func(viewer *client, user, state, msg string) {
+		t.Helper()
+		eventually(t, viewer.userID+" sees "+user+"'s presence", func() bool {
+			st, p := viewer.do("GET", "/_matrix/client/v3/presence/"+url.PathEscape(user)+"/status", nil)
+			return st == 200 && p.Get("presence").Str == state && p.Get("status_msg").Str == msg && p.Get("last_active_ago").Exists()
+		})
+	}
+	see(bob, alice.userID, "online", "alice here")
+	see(alice, bob.userID, "unavailable", "bob away")
+}
