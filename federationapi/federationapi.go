@@ -9,9 +9,11 @@ package federationapi
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,13 +85,28 @@ func New(d Deps) (*API, error) {
 		fclient.WithTransport(tr), fclient.WithTimeout(60*time.Second))
 	a := &API{cfg: d.Config, serverName: name, keyID: d.KeyID, privateKey: d.PrivateKey,
 		publicKey: d.PrivateKey.Public().(ed25519.PublicKey), db: d.DB, log: d.Log, client: client, version: d.Version}
-	a.keyRing = &gomatrixserverlib.KeyRing{
-		KeyDatabase: keyDB{db: d.DB, mem: &sync.Map{}},
-		KeyFetchers: []gomatrixserverlib.KeyFetcher{&gomatrixserverlib.DirectKeyFetcher{
-			Client:            client,
-			IsLocalServerName: func(s spec.ServerName) bool { return s == name },
-			LocalPublicKey:    spec.Base64Bytes(a.publicKey),
-		}},
+	fetchers := []gomatrixserverlib.KeyFetcher{&gomatrixserverlib.DirectKeyFetcher{
+		Client:            client,
+		IsLocalServerName: func(s spec.ServerName) bool { return s == name },
+		LocalPublicKey:    spec.Base64Bytes(a.publicKey),
+	}}
+	for _, n := range d.Config.Federation.Notaries {
+		keys := map[gomatrixserverlib.KeyID]ed25519.PublicKey{}
+		for id, k := range n.Keys {
+			if b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(k, "=")); err == nil && len(b) == ed25519.PublicKeySize {
+				keys[gomatrixserverlib.KeyID(id)] = b
+			}
+		}
+		fetchers = append(fetchers, &gomatrixserverlib.PerspectiveKeyFetcher{
+			PerspectiveServerName: spec.ServerName(n.ServerName), PerspectiveServerKeys: keys, Client: client})
+	}
+	a.keyRing = &gomatrixserverlib.KeyRing{KeyDatabase: keyDB{db: d.DB, mem: &sync.Map{}}, KeyFetchers: fetchers}
+	a.oldKeys = map[gomatrixserverlib.KeyID]gomatrixserverlib.OldVerifyKey{}
+	for _, k := range d.Config.Federation.OldVerifyKeys {
+		if b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(k.PublicKey, "=")); err == nil {
+			a.oldKeys[gomatrixserverlib.KeyID(k.KeyID)] = gomatrixserverlib.OldVerifyKey{
+				VerifyKey: gomatrixserverlib.VerifyKey{Key: b}, ExpiredTS: spec.Timestamp(k.ExpiredTS)}
+		}
 	}
 	a.Sender = newSender(a)
 	return a, nil

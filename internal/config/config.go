@@ -72,6 +72,13 @@ type Config struct {
 		// past what is held) or "full" (all of a room's history is fetched
 		// in the background right after joining it).
 		Backfill string `yaml:"backfill"`
+		// Notaries are trusted key servers asked for other servers' keys
+		// when a server cannot be asked directly.
+		Notaries []Notary `yaml:"notaries"`
+		// OldVerifyKeys are this server's previous signing keys (after a
+		// rotation), published as old_verify_keys so others can still
+		// check events signed with them.
+		OldVerifyKeys []OldKey `yaml:"old_verify_keys"`
 	} `yaml:"federation"`
 
 	// AppServiceConfigFiles are application-service registration files.
@@ -190,6 +197,21 @@ func (c *Config) Validate() error {
 	if b := c.Federation.Backfill; b != "on_demand" && b != "full" {
 		add("federation.backfill %q must be on_demand or full", b)
 	}
+	for _, n := range c.Federation.Notaries {
+		if n.ServerName == "" || len(n.Keys) == 0 {
+			add("federation.notaries: each needs server_name and keys")
+		}
+		for id, k := range n.Keys {
+			if b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(k, "=")); err != nil || len(b) != ed25519.PublicKeySize || !strings.HasPrefix(id, "ed25519:") {
+				add("federation.notaries: %s: key %s is not an ed25519 public key", n.ServerName, id)
+			}
+		}
+	}
+	for _, k := range c.Federation.OldVerifyKeys {
+		if b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(k.PublicKey, "=")); err != nil || len(b) != ed25519.PublicKeySize || !strings.HasPrefix(k.KeyID, "ed25519:") || k.ExpiredTS <= 0 {
+			add("federation.old_verify_keys: %q needs an ed25519 key_id, public_key and expired_ts", k.KeyID)
+		}
+	}
 	for name, base := range c.Federation.Peers {
 		if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
 			add("federation.peers: %s: %q must be an http:// or https:// URL", name, base)
@@ -209,6 +231,21 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Notary is a trusted key server (spec: "Querying Keys Through Another
+// Server"): its name and its public keys, key ID -> unpadded base64.
+type Notary struct {
+	ServerName string            `yaml:"server_name"`
+	Keys       map[string]string `yaml:"keys"`
+}
+
+// OldKey is a retired signing key: ID ("ed25519:..."), public key
+// (unpadded base64) and when it stopped being used (ms since the epoch).
+type OldKey struct {
+	KeyID     string `yaml:"key_id"`
+	PublicKey string `yaml:"public_key"`
+	ExpiredTS int64  `yaml:"expired_ts"`
 }
 
 // SigningKey is the server's ed25519 signing key.

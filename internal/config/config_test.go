@@ -52,11 +52,16 @@ func TestValidateListsEveryProblem(t *testing.T) {
 	c.DefaultRoomVersion = "99"
 	c.LogLevel = "loud"
 	c.TLSListen = ":8448"
+	c.Federation.Backfill = "sometimes"
+	c.Federation.Peers = map[string]string{"mesh.local": "10.0.0.1:8008"}
+	c.Federation.Notaries = []Notary{{ServerName: "notary.test", Keys: map[string]string{"ed25519:a": "not-a-key"}}}
+	c.Federation.OldVerifyKeys = []OldKey{{KeyID: "rsa:x"}}
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("invalid config validated")
 	}
-	for _, want := range []string{"server_name", "signing_key_path", "listen", "bcrypt_cost", "default_room_version", "log_level", "tls_cert"} {
+	for _, want := range []string{"server_name", "signing_key_path", "listen", "bcrypt_cost", "default_room_version", "log_level", "tls_cert",
+		"federation.backfill", "federation.peers", "federation.notaries", "federation.old_verify_keys"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("problem with %s not reported in:\n%v", want, err)
 		}
