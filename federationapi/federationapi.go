@@ -75,7 +75,8 @@ type Deps struct {
 func New(d Deps) (*API, error) {
 	// gomatrixserverlib logs through logrus; keep its chatter out of ours.
 	logrus.SetOutput(io.Discard)
-	tr, err := newTransport(d.Config.Federation.Peers, d.Config.Federation.SkipTLSVerify, d.Config.Federation.AllowPrivatePeers)
+	fc := d.Config.Federation
+	tr, err := newTransport(fc.Peers, fc.SkipTLSVerify, fc.AllowPrivatePeers, fc.AllowNetworks, fc.DenyNetworks)
 	if err != nil {
 		return nil, err
 	}

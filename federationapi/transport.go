@@ -29,6 +29,8 @@ type transport struct {
 	plain        *http.Transport // static peers
 	secure       *http.Transport // resolved servers
 	allowPrivate bool
+	allowNets    []*net.IPNet
+	denyNets     []*net.IPNet
 
 	mu    sync.Mutex
 	cache map[string]resolved
@@ -39,8 +41,18 @@ type resolved struct {
 	expires time.Time
 }
 
-func newTransport(peers map[string]string, skipVerify, allowPrivate bool) (*transport, error) {
+func newTransport(peers map[string]string, skipVerify, allowPrivate bool, allowNets, denyNets []string) (*transport, error) {
 	t := &transport{peers: map[string]*url.URL{}, allowPrivate: allowPrivate, cache: map[string]resolved{}}
+	for _, c := range allowNets {
+		if _, n, err := net.ParseCIDR(c); err == nil {
+			t.allowNets = append(t.allowNets, n)
+		}
+	}
+	for _, c := range denyNets {
+		if _, n, err := net.ParseCIDR(c); err == nil {
+			t.denyNets = append(t.denyNets, n)
+		}
+	}
 	for name, base := range peers {
 		u, err := url.Parse(base)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -62,19 +74,35 @@ func newTransport(peers map[string]string, skipVerify, allowPrivate bool) (*tran
 var errPrivate = errors.New("federation: refusing to connect to a private or loopback address")
 
 func (t *transport) checkAddr(_, address string, _ syscall.RawConn) error {
-	if t.allowPrivate {
-		return nil
-	}
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
 		return err
 	}
 	ip := net.ParseIP(host)
-	if ip == nil || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsMulticast() {
+	if ip == nil {
+		return errPrivate
+	}
+	for _, n := range t.denyNets {
+		if n.Contains(ip) {
+			return errDenied
+		}
+	}
+	if t.allowPrivate {
+		return nil
+	}
+	for _, n := range t.allowNets {
+		if n.Contains(ip) {
+			return nil
+		}
+	}
+	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsMulticast() {
 		return errPrivate
 	}
 	return nil
 }
+
+// errDenied refuses an address in a configured deny range.
+var errDenied = errors.New("federation: address is in federation.deny_networks")
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	name := req.URL.Host

@@ -65,6 +65,11 @@ type Config struct {
 		SkipTLSVerify bool `yaml:"skip_tls_verify"`
 		// AllowPrivatePeers permits loopback and private-range peers.
 		AllowPrivatePeers bool `yaml:"allow_private_peers"`
+		// AllowNetworks are address ranges (CIDR) that may be reached even
+		// though private (e.g. a mesh in 10.0.0.0/8); DenyNetworks are
+		// ranges never reached. Deny wins.
+		AllowNetworks []string `yaml:"allow_networks"`
+		DenyNetworks  []string `yaml:"deny_networks"`
 		// Peers maps server names to base URLs (http:// or https://),
 		// bypassing .well-known/SRV discovery: static mesh peers and tests.
 		Peers map[string]string `yaml:"peers"`
@@ -196,6 +201,11 @@ func (c *Config) Validate() error {
 	}
 	if b := c.Federation.Backfill; b != "on_demand" && b != "full" {
 		add("federation.backfill %q must be on_demand or full", b)
+	}
+	for _, cidr := range append(append([]string{}, c.Federation.AllowNetworks...), c.Federation.DenyNetworks...) {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			add("federation: %q is not a CIDR range", cidr)
+		}
 	}
 	for _, n := range c.Federation.Notaries {
 		if n.ServerName == "" || len(n.Keys) == 0 {
