@@ -535,3 +535,22 @@ func (a *API) registerGuest(r *http.Request, body []byte) (any, error) {
 	}
 	return map[string]any{"user_id": "@" + lp + ":" + a.serverName, "access_token": tok, "device_id": deviceID, "home_server": a.serverName}, nil
 }
+
+// openIDToken handles POST /user/{userId}/openid/request_token (spec:
+// "OpenID"): a short-lived token a third party can exchange, through our
+// federation API, for the user's ID.
+func (a *API) openIDToken(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	if vars(r)["userId"] != d.UserID {
+		return nil, httputil.Forbidden("You may only request tokens for yourself")
+	}
+	if _, err := httputil.ReadBody(r, httputil.MaxBody, true); err != nil {
+		return nil, err
+	}
+	tok := auth.NewToken()
+	const lifetime = 3600
+	if err := a.db.PutOpenIDToken(r.Context(), auth.HashToken(tok), d.UserID, time.Now().Add(lifetime*time.Second).UnixMilli()); err != nil {
+		return nil, err
+	}
+	return map[string]any{"access_token": tok, "token_type": "Bearer", "matrix_server_name": a.serverName, "expires_in": lifetime}, nil
+}

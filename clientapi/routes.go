@@ -77,6 +77,7 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 		c.Handle("/publicRooms", j(a.publicRooms)).Methods("GET", "POST")
 
 		c.Handle("/user/{userId}/filter", guestOK(a.postFilter)).Methods("POST")
+		c.Handle("/user/{userId}/openid/request_token", authed(a.openIDToken)).Methods("POST")
 		c.Handle("/user/{userId}/filter/{filterId}", guestOK(a.getFilter)).Methods("GET")
 		c.Handle("/user/{userId}/rooms/{roomId}/tags", authed(a.getTags)).Methods("GET")
 		c.Handle("/user/{userId}/rooms/{roomId}/tags/{tag}", authed(a.changeTag(true))).Methods("PUT")

@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
 
+	"repeater/internal/auth"
 	"repeater/internal/httputil"
 	"repeater/storage"
 )
@@ -127,4 +128,21 @@ func (a *API) PublicRooms(ctx context.Context, server string, limit int64, since
 		return nil, remoteErr("publicRooms", err)
 	}
 	return res, nil
+}
+
+// openIDUserInfo handles GET /openid/userinfo?access_token= (spec:
+// "OpenID"): not signed by a server; the token itself is the credential.
+func (a *API) openIDUserInfo(r *http.Request) (any, error) {
+	tok := r.URL.Query().Get("access_token")
+	if tok == "" {
+		return nil, httputil.Err(401, "M_UNKNOWN_TOKEN", "Missing access token")
+	}
+	user, err := a.db.OpenIDUser(r.Context(), auth.HashToken(tok))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, httputil.Err(401, "M_UNKNOWN_TOKEN", "Unknown or expired token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"sub": user}, nil
 }

@@ -19,6 +19,7 @@ func (a *API) Routes(root *mux.Router) {
 	v1 := root.PathPrefix("/_matrix/federation/v1").Subrouter()
 	v2 := root.PathPrefix("/_matrix/federation/v2").Subrouter()
 	v1.Handle("/version", httputil.JSON(a.log, a.serverVersion)).Methods(http.MethodGet)
+	v1.Handle("/openid/userinfo", httputil.JSON(a.log, a.openIDUserInfo)).Methods(http.MethodGet)
 	v1.Handle("/send/{txnId}", a.authed(a.send)).Methods(http.MethodPut)
 	v1.Handle("/make_join/{roomId}/{userId}", a.authed(a.makeMembership("join"))).Methods(http.MethodGet)
 	v1.Handle("/make_leave/{roomId}/{userId}", a.authed(a.makeMembership("leave"))).Methods(http.MethodGet)

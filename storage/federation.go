@@ -316,3 +316,21 @@ func (db *DB) JoinedServers(ctx context.Context) ([]string, error) {
 func (db *DB) QueuePDU(ctx context.Context, destinations []string, nid int64) error {
 	return db.Write(ctx, func(tx *Tx) error { return tx.EnqueuePDU(ctx, destinations, nid) })
 }
+
+// PutOpenIDToken stores an OpenID token (by hash) for a user until expires.
+func (db *DB) PutOpenIDToken(ctx context.Context, hash, userID string, expiresTS int64) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM openid_tokens WHERE expires_ts < $1`, nowMS()); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO openid_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)`, hash, userID, expiresTS)
+		return err
+	})
+}
+
+// OpenIDUser returns the user an unexpired OpenID token (by hash) belongs to.
+func (db *DB) OpenIDUser(ctx context.Context, hash string) (string, error) {
+	var user string
+	err := db.R().QueryRowContext(ctx, `SELECT user_id FROM openid_tokens WHERE token_hash = $1 AND expires_ts > $2`, hash, nowMS()).Scan(&user)
+	return user, scanErr(err)
+}

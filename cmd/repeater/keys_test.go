@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -52,6 +53,29 @@ func TestServerKeys(t *testing.T) {
 		notary := get("/_matrix/key/v2/query/" + cfg.ServerName)
 		if gjson.GetBytes(notary, "server_keys.0.server_name").Str != cfg.ServerName {
 			t.Fatalf("notary answer: %s", notary)
+		}
+	})
+}
+
+// An OpenID token proves the user's identity to a third party that asks
+// the user's server over federation, until it expires.
+func TestOpenID(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		ts := startTestServer(t, cfg)
+		alice := ts.register("alice")
+		tok := alice.must("POST", "/_matrix/client/v3/user/"+url.PathEscape(alice.userID)+"/openid/request_token", map[string]any{})
+		if tok.Get("token_type").Str != "Bearer" || tok.Get("matrix_server_name").Str != cfg.ServerName || tok.Get("expires_in").Int() <= 0 {
+			t.Fatalf("token: %s", tok.Raw)
+		}
+		anon := &client{t: t, base: ts.base}
+		info := anon.must("GET", "/_matrix/federation/v1/openid/userinfo?access_token="+url.QueryEscape(tok.Get("access_token").Str), nil)
+		if info.Get("sub").Str != alice.userID {
+			t.Fatalf("userinfo: %s", info.Raw)
+		}
+		for _, q := range []string{"", "?access_token=nope"} {
+			if st, res := anon.do("GET", "/_matrix/federation/v1/openid/userinfo"+q, nil); st != 401 || res.Get("errcode").Str != "M_UNKNOWN_TOKEN" {
+				t.Fatalf("userinfo%s: %d %s", q, st, res.Raw)
+			}
 		}
 	})
 }

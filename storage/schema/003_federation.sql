@@ -61,3 +61,11 @@ CREATE TABLE room_gaps (
     depth    BIGINT NOT NULL,
     PRIMARY KEY (room_id, event_id)
 );
+
+-- OpenID tokens a user requested to prove their identity to a third party
+-- (spec: "OpenID"); the third party checks them through federation.
+CREATE TABLE openid_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    expires_ts BIGINT NOT NULL
+);
