@@ -48,6 +48,7 @@ type RemoteRooms interface {
 	QueryProfile(ctx context.Context, userID, field string) (map[string]any, error)
 	PublicRooms(ctx context.Context, server string, limit int64, since, filter string) (any, error)
 	KnockRemote(ctx context.Context, roomID, userID string, servers []string, reason string) error
+	Hierarchy(ctx context.Context, roomID string, servers []string, suggestedOnly bool) (map[string]any, []roomserver.SpaceChild, error)
 }
 
 // New constructs the client API.

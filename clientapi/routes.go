@@ -90,3 +90,8 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 		c.Handle("/user/{userId}/rooms/{roomId}/account_data/{type}", guestOK(a.getAccountData)).Methods("GET")
 	}
 }
+
+// V1Routes registers the /_matrix/client/v1 endpoints.
+func (a *API) V1Routes(c *mux.Router, authn *auth.Authenticator) {
+	c.Handle("/rooms/{roomId}/hierarchy", authn.AllowGuests(httputil.JSON(a.log, a.hierarchy))).Methods("GET")
+}

@@ -2,6 +2,7 @@ package federationapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
+	"repeater/roomserver"
 	"repeater/storage"
 )
 
@@ -145,4 +147,75 @@ func (a *API) openIDUserInfo(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return map[string]any{"sub": user}, nil
+}
+
+// hierarchy handles GET /hierarchy/{roomId} (spec: "Spaces" over
+// federation): the room's summary and those of its children we hold.
+func (a *API) hierarchy(r *http.Request, origin spec.ServerName, _ []byte) (any, error) {
+	roomID := httputil.Vars(r)["roomId"]
+	if err := a.checkACL(r.Context(), roomID, origin); err != nil {
+		return nil, err
+	}
+	suggestedOnly := r.URL.Query().Get("suggested_only") == "true"
+	sum, children, err := a.rs.SpaceSummary(r.Context(), roomID, string(origin))
+	if errors.Is(err, roomserver.ErrUnknownRoom) {
+		return nil, httputil.NotFound("Unknown room")
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := []map[string]any{}
+	inaccessible := []string{}
+	for _, c := range children {
+		if suggestedOnly && !c.Suggested {
+			continue
+		}
+		cs, _, err := a.rs.SpaceSummary(r.Context(), c.RoomID, string(origin))
+		if errors.Is(err, roomserver.ErrUnknownRoom) {
+			continue
+		}
+		if err != nil {
+			inaccessible = append(inaccessible, c.RoomID)
+			continue
+		}
+		out = append(out, cs)
+	}
+	return map[string]any{"room": sum, "children": out, "inaccessible_children": inaccessible}, nil
+}
+
+// Hierarchy asks servers in a room we are not in for its space summary.
+func (a *API) Hierarchy(ctx context.Context, roomID string, servers []string, suggestedOnly bool) (map[string]any, []roomserver.SpaceChild, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var lastErr error = httputil.NotFound("No server to ask")
+	for _, srv := range servers {
+		if srv == string(a.serverName) {
+			continue
+		}
+		res, err := a.client.RoomHierarchy(ctx, a.serverName, spec.ServerName(srv), roomID, suggestedOnly)
+		if err != nil {
+			lastErr = remoteErr("hierarchy", err)
+			continue
+		}
+		raw, err := json.Marshal(res.Room)
+		if err != nil {
+			return nil, nil, err
+		}
+		var sum map[string]any
+		if err := json.Unmarshal(raw, &sum); err != nil {
+			return nil, nil, err
+		}
+		var children []roomserver.SpaceChild
+		for _, st := range gjson.GetBytes(raw, "children_state").Array() {
+			var via []string
+			for _, v := range st.Get("content.via").Array() {
+				via = append(via, v.Str)
+			}
+			if len(via) > 0 {
+				children = append(children, roomserver.SpaceChild{RoomID: st.Get("state_key").Str, Via: via, Suggested: st.Get("content.suggested").Bool()})
+			}
+		}
+		return sum, children, nil
+	}
+	return nil, nil, lastErr
 }

@@ -37,6 +37,7 @@ func (a *API) Routes(root *mux.Router) {
 	v1.Handle("/event_auth/{roomId}/{eventId}", a.authed(a.eventAuth)).Methods(http.MethodGet)
 	v1.Handle("/backfill/{roomId}", a.authed(a.backfill)).Methods(http.MethodGet)
 	v1.Handle("/get_missing_events/{roomId}", a.authed(a.missingEvents)).Methods(http.MethodPost)
+	v1.Handle("/hierarchy/{roomId}", a.authed(a.hierarchy)).Methods(http.MethodGet)
 	v1.Handle("/publicRooms", a.authed(a.publicRooms)).Methods(http.MethodGet, http.MethodPost)
 	v1.Handle("/query/profile", a.authed(a.queryProfile)).Methods(http.MethodGet)
 	v1.Handle("/query/directory", a.authed(a.queryDirectory)).Methods(http.MethodGet)

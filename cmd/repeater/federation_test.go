@@ -408,3 +408,36 @@ func TestFederationPresenceOnJoin(t *testing.T) {
 	see(bob, alice.userID, "online", "alice here")
 	see(alice, bob.userID, "unavailable", "bob away")
 }
+
+// A space's hierarchy includes child rooms held locally and, through
+// federation, child rooms only another server is in.
+func TestFederationSpaceHierarchy(t *testing.T) {
+	srv := fedNet(t, 2)
+	alice := srv[0].register("alice")
+	bob := srv[1].register("bob")
+	space := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "name": "Space",
+		"creation_content": map[string]any{"type": "m.space"}}).Get("room_id").Str
+	local := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "name": "Local child"}).Get("room_id").Str
+	remote := bob.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "name": "Remote child"}).Get("room_id").Str
+	hidden := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Private"}).Get("room_id").Str
+	for child, via := range map[string]string{local: "s0.test", remote: "s1.test", hidden: "s0.test"} {
+		alice.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(space)+"/state/m.space.child/"+url.PathEscape(child), map[string]any{"via": []string{via}})
+	}
+	// Bob's server is not in the space: it asks alice's.
+	h := bob.must("GET", "/_matrix/client/v1/rooms/"+url.PathEscape(space)+"/hierarchy", nil)
+	names := map[string]bool{}
+	for _, r := range h.Get("rooms").Array() {
+		names[r.Get("name").Str] = true
+	}
+	if !names["Space"] || !names["Local child"] || !names["Remote child"] || names["Private"] {
+		t.Fatalf("bob's view of the hierarchy: %s", h.Raw)
+	}
+	h = alice.must("GET", "/_matrix/client/v1/rooms/"+url.PathEscape(space)+"/hierarchy?limit=2", nil)
+	if len(h.Get("rooms").Array()) != 2 || h.Get("next_batch").Str == "" || h.Get("rooms.0.room_type").Str != "m.space" {
+		t.Fatalf("first page: %s", h.Raw)
+	}
+	h2 := alice.must("GET", "/_matrix/client/v1/rooms/"+url.PathEscape(space)+"/hierarchy?limit=2&from="+h.Get("next_batch").Str, nil)
+	if n := len(h2.Get("rooms").Array()); n != 2 { // alice sees the private room she is in
+		t.Fatalf("second page: %s", h2.Raw)
+	}
+}

@@ -87,6 +87,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		capi.Routes(c, authn)
 		sapi.Routes(c, authn)
 	}
+	capi.V1Routes(root.PathPrefix("/_matrix/client/v1").Subrouter(), authn)
 	root.NotFoundHandler = httputil.NotFoundHandler(root)
 	root.MethodNotAllowedHandler = root.NotFoundHandler
 
