@@ -166,9 +166,27 @@ func (a *API) fetchMissing(ctx context.Context, origin spec.ServerName, ver goma
 		return fmt.Errorf("no missing events returned for %s", pdu.EventID())
 	}
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
+	// The sender may return events we hold already (it does not know where
+	// our history starts): those are skipped; one that fails is logged and
+	// the rest still tried.
+	ids := make([]string, len(evs))
+	for i, p := range evs {
+		ids[i] = p.EventID()
+	}
+	have, err := a.rs.EventsByIDs(ctx, ids)
+	if err != nil {
+		return err
+	}
+	held := map[string]bool{}
+	for _, e := range have {
+		held[e.EventID] = true
+	}
 	for _, p := range evs {
+		if held[p.EventID()] || len(p.PrevEventIDs()) == 0 {
+			continue
+		}
 		if err := a.inputFillingGaps(ctx, origin, ver, p); err != nil {
-			return err
+			a.log.Info("could not take a missing event", "event", p.EventID(), "err", err)
 		}
 	}
 	// Whatever pdu still lacks is a gap we cannot walk: take the state there.

@@ -202,6 +202,21 @@ func (s *Server) resolve(ctx context.Context, ver gomatrixserverlib.RoomVersion,
 			rejected[e.EventID] = true
 		}
 	}
+	// The state events themselves go in with their auth chains: room
+	// version 12 leaves the create event out of auth_events (the room ID is
+	// its hash) but state resolution needs it, and gomatrixserverlib's v2.1
+	// conflicted-subgraph walk looks conflicted events up among the auth
+	// events (it panics on one it cannot find).
+	inAuth := map[string]bool{}
+	for _, ap := range authPDUs {
+		inAuth[ap.EventID()] = true
+	}
+	for _, p := range byNID {
+		if !inAuth[p.EventID()] {
+			inAuth[p.EventID()] = true
+			authPDUs = append(authPDUs, p)
+		}
+	}
 	sets := make([][]gomatrixserverlib.PDU, len(distinct))
 	for i, m := range distinct {
 		for _, nid := range m {
@@ -210,9 +225,27 @@ func (s *Server) resolve(ctx context.Context, ver gomatrixserverlib.RoomVersion,
 			}
 		}
 	}
-	resolved, err := gomatrixserverlib.ResolveConflictsNew(ver, sets, authPDUs, UserIDForSender, func(id string) bool { return rejected[id] })
+	isRejected := func(id string) bool { return rejected[id] }
+	impl, err := gomatrixserverlib.GetRoomVersion(ver)
 	if err != nil {
 		return nil, err
+	}
+	var resolved []gomatrixserverlib.PDU
+	if impl.StateResAlgorithm() == gomatrixserverlib.StateResV1 {
+		if resolved, err = gomatrixserverlib.ResolveConflictsNew(ver, sets, authPDUs, UserIDForSender, isRejected); err != nil {
+			return nil, err
+		}
+	} else {
+		// Room versions 2-11 use state resolution v2. Room version 12
+		// specifies v2.1, but gomatrixserverlib's v2.1 (marked untested)
+		// loses state in v12 rooms: it checks conflicted events against a
+		// state that starts empty, without the create event v12 events no
+		// longer list in auth_events, and rejects them all (our partition
+		// test shows it). Until we have our own v2.1, v12 rooms are
+		// resolved with v2, as Dendrite 0.15 does.
+		if resolved, err = resolveV2(sets, authPDUs, isRejected); err != nil {
+			return nil, err
+		}
 	}
 	out := storage.StateMap{}
 	for _, p := range resolved {
@@ -549,7 +582,10 @@ func (s *Server) storeRemote(ctx context.Context, r *room, pdu gomatrixserverlib
 			// extremities' states: ours so far and the new branch's.
 			var err error
 			if current, err = s.resolve(ctx, r.version, []storage.StateMap{r.state, stateAfter}); err != nil {
-				return nil, err
+				// The event is stored; keep the state we have rather than
+				// fail it (and log: the room may now differ from others').
+				s.log.Warn("state resolution failed; keeping current state", "room", r.id, "event", e.EventID, "err", err)
+				current = r.state
 			}
 			ps2, err := s.db.WritePos(ctx, 1, func(tx *storage.Tx) error {
 				p := tx.Positions()
@@ -1304,4 +1340,16 @@ func (s *Server) InputRemoteCheckPrevs(ctx context.Context, pdu gomatrixserverli
 		return false, &MissingPrevError{IDs: missing}
 	}
 	return true, nil
+}
+
+// resolveV2 runs gomatrixserverlib's state resolution v2, turning its
+// panics (it has some on inputs it did not expect, e.g. in room version 12)
+// into an error.
+func resolveV2(sets [][]gomatrixserverlib.PDU, authPDUs []gomatrixserverlib.PDU, isRejected gomatrixserverlib.IsRejected) (out []gomatrixserverlib.PDU, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("state resolution failed: %v", v)
+		}
+	}()
+	return gomatrixserverlib.ResolveStateConflictsV2New(gomatrixserverlib.StateResV2, sets, authPDUs, UserIDForSender, isRejected), nil
 }

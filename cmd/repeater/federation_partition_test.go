@@ -125,13 +125,22 @@ func isolate(links map[[2]int]*link, i int, cut bool) {
 // same state on every server once it heals, and every server ends up with
 // every message.
 func TestFederationPartitionResolves(t *testing.T) {
+	// State resolution v1 (room version 1) and v2 (10). Room version 12
+	// (v2.1) is not here: gomatrixserverlib's resolver fails on it (see
+	// roomserver.resolve) and our own is still to be written.
+	for _, ver := range []string{"1", "10"} {
+		t.Run("v"+ver, func(t *testing.T) { testPartition(t, ver) })
+	}
+}
+
+func testPartition(t *testing.T, ver string) {
 	srv, links := fedNetLinked(t, 3)
 	users := []*client{srv[0].register("alice"), srv[1].register("bob"), srv[2].register("carol")}
-	roomID := users[0].must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat",
+	roomID := users[0].must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "room_version": ver,
 		"power_level_content_override": map[string]any{"users_default": 50, "state_default": 50}}).Get("room_id").Str
 	path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
 	for _, u := range users[1:] {
-		u.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name=s0.test", map[string]any{})
+		u.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name=s0.test&via=s0.test", map[string]any{})
 	}
 	for i, u := range users {
 		eventually(t, fmt.Sprintf("everyone joined on server %d", i), func() bool {

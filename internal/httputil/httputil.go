@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 
 	"github.com/gorilla/mux"
 	"strconv"
@@ -215,7 +216,7 @@ func Recover(log *slog.Logger, next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				log.Error("panic in handler", "path", r.URL.Path, "panic", v)
+				log.Error("panic in handler", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
 				WriteJSON(w, 500, Err(500, "M_UNKNOWN", "Internal server error"))
 			}
 		}()
