@@ -390,9 +390,9 @@ func (a *API) checkCanonicalAlias(r *http.Request, roomID string, body []byte) e
 	return nil
 }
 
-// canRead checks that the user may read the room's current state: joined,
-// or previously a member (then they see the state at their leave), or the
-// room is world readable.
+// stateView is the room state a user may read: the current state when
+// joined or the room is world readable, the state at their leave if they
+// left; a banned user may read none.
 func (a *API) stateView(r *http.Request, roomID, userID string) ([]*storage.Event, error) {
 	m, err := a.rs.Membership(r.Context(), roomID, userID)
 	if err != nil {
@@ -405,8 +405,8 @@ func (a *API) stateView(r *http.Request, roomID, userID string) ([]*storage.Even
 		gjson.GetBytes(hv.JSON, "content.history_visibility").Str == "world_readable" {
 		return a.rs.CurrentState(r.Context(), roomID)
 	}
-	if m == spec.Leave || m == spec.Ban {
-		// The state as it was when they left.
+	if m == spec.Leave {
+		// The state as it was when they left (a banned user sees nothing).
 		me, err := a.rs.CurrentStateEvent(r.Context(), roomID, spec.MRoomMember, userID)
 		if err != nil || me == nil {
 			return nil, httputil.Forbidden("You are not in this room")

@@ -66,8 +66,10 @@ func (a *API) invite(v1 bool) fedHandler {
 		if uid == nil {
 			return nil, httputil.BadJSON("Bad state_key")
 		}
-		if acct, err := a.db.GetAccount(r.Context(), uid.Local()); err != nil || acct.Deactivated {
-			return nil, httputil.NotFound("Unknown user")
+		// A deactivated user takes no invites. (An unknown one is not
+		// refused: the invite just never reaches anybody, as elsewhere.)
+		if acct, err := a.db.GetAccount(r.Context(), uid.Local()); err == nil && acct.Deactivated {
+			return nil, httputil.Forbidden("The user is deactivated")
 		}
 		// Signature checks of an invite require the invitee's server too
 		// (ours): sign first, then verify all.
