@@ -74,7 +74,7 @@ func (a *API) invite(v1 bool) fedHandler {
 		// Signature checks of an invite require the invitee's server too
 		// (ours): sign first, then verify all.
 		signed := pdu.Sign(string(a.serverName), a.keyID, a.privateKey)
-		if err := gomatrixserverlib.VerifyEventSignatures(r.Context(), signed, a.keyRing, roomserver.UserIDForSender); err != nil {
+		if err := gomatrixserverlib.VerifyEventSignatures(r.Context(), signed, a.verifier, roomserver.UserIDForSender); err != nil {
 			return nil, httputil.Forbidden("Bad signature: " + err.Error())
 		}
 		// In the room already (another of our users is joined): the invite
@@ -127,7 +127,7 @@ func (a *API) SendInvite(ctx context.Context, pdu gomatrixserverlib.PDU, strippe
 	if err != nil || signed.EventID() != pdu.EventID() {
 		return nil, fmt.Errorf("invite: %s returned a different event", srv)
 	}
-	if err := gomatrixserverlib.VerifyEventSignatures(ctx, signed, a.keyRing, roomserver.UserIDForSender); err != nil {
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, signed, a.verifier, roomserver.UserIDForSender); err != nil {
 		return nil, fmt.Errorf("invite: %s's signature: %w", srv, err)
 	}
 	return signed, nil

@@ -99,7 +99,7 @@ func (a *API) sendMembership(membership string, v1 bool) fedHandler {
 		case roomserver.ServerOf(string(pdu.SenderID())) != string(origin):
 			return nil, httputil.Forbidden("The sender is not from the requesting server")
 		}
-		if err := gomatrixserverlib.VerifyEventSignatures(r.Context(), pdu, a.keyRing, roomserver.UserIDForSender); err != nil {
+		if err := gomatrixserverlib.VerifyEventSignatures(r.Context(), pdu, a.verifier, roomserver.UserIDForSender); err != nil {
 			return nil, httputil.Forbidden("Bad signature: " + err.Error())
 		}
 		res, err := a.rs.InputRemote(r.Context(), pdu)
@@ -241,7 +241,7 @@ func (a *API) joinVia(ctx context.Context, srv spec.ServerName, roomID, userID s
 	if sj.MembersOmitted {
 		return nil, fmt.Errorf("send_join from %s returned partial state", srv)
 	}
-	checked, err := gomatrixserverlib.CheckSendJoinResponse(ctx, ver, &sj, a.keyRing, join, a.missingAuth(ctx, srv, roomID), roomserver.UserIDForSender)
+	checked, err := gomatrixserverlib.CheckSendJoinResponse(ctx, ver, &sj, a.verifier, join, a.missingAuth(ctx, srv, roomID), roomserver.UserIDForSender)
 	if err != nil {
 		return nil, fmt.Errorf("send_join response from %s: %w", srv, err)
 	}
@@ -276,7 +276,7 @@ func (a *API) missingAuth(ctx context.Context, srv spec.ServerName, roomID strin
 			if err != nil || pdu.EventID() != id || pdu.RoomID().String() != roomID {
 				continue
 			}
-			if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, a.keyRing, roomserver.UserIDForSender); err != nil {
+			if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, a.verifier, roomserver.UserIDForSender); err != nil {
 				continue
 			}
 			out = append(out, pdu)

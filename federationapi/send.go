@@ -128,7 +128,7 @@ func (a *API) parseAndVerify(ctx context.Context, ver gomatrixserverlib.RoomVers
 	if err != nil {
 		return nil, err
 	}
-	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, a.keyRing, roomserver.UserIDForSender); err != nil {
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, a.verifier, roomserver.UserIDForSender); err != nil {
 		return pdu, err
 	}
 	return pdu, nil
