@@ -58,9 +58,9 @@ type API struct {
 	// (the amateur-radio mode's seam) a verifier wrapping it that trusts
 	// configured mesh peers without signatures.
 	verifier gomatrixserverlib.JSONVerifier
-	Sender  *Sender
-	bf      backfillState
-	runCtx  context.Context // for background work (full backfill)
+	Sender   *Sender
+	bf       backfillState
+	runCtx   context.Context // for background work (full backfill)
 }
 
 // Deps are what the federation API is built from.
