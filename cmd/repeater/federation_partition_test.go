@@ -18,6 +18,7 @@ type link struct {
 	target string
 	mu     sync.Mutex
 	cut    bool
+	stall  bool // accept connections but never answer (a hung peer)
 	conns  []net.Conn
 }
 
@@ -45,7 +46,12 @@ func (k *link) serve() {
 			continue
 		}
 		k.conns = append(k.conns, c)
+		stall := k.stall
 		k.mu.Unlock()
+		if stall {
+			go io.Copy(io.Discard, c) // read the request, answer nothing
+			continue
+		}
 		go func() {
 			up, err := net.Dial("tcp", k.target)
 			if err != nil {
@@ -110,6 +116,17 @@ func fedNetLinked(t *testing.T, n int) ([]*testServer, map[[2]int]*link) {
 		out = append(out, startTestServer(t, cfg))
 	}
 	return out, links
+}
+
+// setStall makes the link hang (or work again), closing what is open.
+func (k *link) setStall(stall bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stall = stall
+	for _, c := range k.conns {
+		c.Close()
+	}
+	k.conns = nil
 }
 
 // isolate cuts (or restores) every link to and from server i.
@@ -186,4 +203,36 @@ func testPartition(t *testing.T, ver string) {
 		})
 	}
 	t.Logf("resolved state: %s", state(users[0]))
+}
+
+// A peer that accepts connections and never answers delays nobody else:
+// messages still reach the other servers at once, and the hung peer gets
+// everything once it answers again.
+func TestFederationHungPeer(t *testing.T) {
+	srv, links := fedNetLinked(t, 3)
+	users := []*client{srv[0].register("alice"), srv[1].register("bob"), srv[2].register("carol")}
+	roomID := users[0].must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
+	for _, u := range users[1:] {
+		u.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name=s0.test", map[string]any{})
+	}
+	eventually(t, "everyone joined on s0", func() bool {
+		return len(users[0].must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/joined_members", nil).Get("joined").Map()) == 3
+	})
+	links[[2]int{0, 2}].setStall(true) // s0 -> s2 hangs
+	for i := range 20 {
+		users[0].send(roomID, fmt.Sprintf("while s2 hangs %d", i))
+	}
+	eventually(t, "messages on s1 despite the hung s2", func() bool {
+		b := timelineBodies(users[1], roomID)
+		return len(b) > 0 && b[len(b)-1] == "while s2 hangs 19"
+	})
+	links[[2]int{0, 2}].setStall(false)
+	users[2].send(roomID, "carol is back") // traffic from s2 wakes s0's queue for it
+	eventually(t, "s2 catches up", func() bool {
+		have := map[string]bool{}
+		for _, b := range timelineBodies(users[2], roomID) {
+			have[b] = true
+		}
+		return have["while s2 hangs 0"] && have["while s2 hangs 19"]
+	})
 }
