@@ -235,17 +235,9 @@ func (s *Server) resolve(ctx context.Context, ver gomatrixserverlib.RoomVersion,
 		if resolved, err = gomatrixserverlib.ResolveConflictsNew(ver, sets, authPDUs, UserIDForSender, isRejected); err != nil {
 			return nil, err
 		}
-	} else {
-		// Room versions 2-11 use state resolution v2. Room version 12
-		// specifies v2.1, but gomatrixserverlib's v2.1 (marked untested)
-		// loses state in v12 rooms: it checks conflicted events against a
-		// state that starts empty, without the create event v12 events no
-		// longer list in auth_events, and rejects them all (our partition
-		// test shows it). Until we have our own v2.1, v12 rooms are
-		// resolved with v2, as Dendrite 0.15 does.
-		if resolved, err = resolveV2(sets, authPDUs, isRejected); err != nil {
-			return nil, err
-		}
+	} else if resolved, err = resolveState(impl, sets, authPDUs, isRejected); err != nil {
+		// Ours (see stateres.go): v2 for room versions 2-11, v2.1 for 12.
+		return nil, err
 	}
 	out := storage.StateMap{}
 	for _, p := range resolved {
@@ -1340,16 +1332,4 @@ func (s *Server) InputRemoteCheckPrevs(ctx context.Context, pdu gomatrixserverli
 		return false, &MissingPrevError{IDs: missing}
 	}
 	return true, nil
-}
-
-// resolveV2 runs gomatrixserverlib's state resolution v2, turning its
-// panics (it has some on inputs it did not expect, e.g. in room version 12)
-// into an error.
-func resolveV2(sets [][]gomatrixserverlib.PDU, authPDUs []gomatrixserverlib.PDU, isRejected gomatrixserverlib.IsRejected) (out []gomatrixserverlib.PDU, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("state resolution failed: %v", v)
-		}
-	}()
-	return gomatrixserverlib.ResolveStateConflictsV2New(gomatrixserverlib.StateResV2, sets, authPDUs, UserIDForSender, isRejected), nil
 }

@@ -142,10 +142,8 @@ func isolate(links map[[2]int]*link, i int, cut bool) {
 // same state on every server once it heals, and every server ends up with
 // every message.
 func TestFederationPartitionResolves(t *testing.T) {
-	// State resolution v1 (room version 1) and v2 (10). Room version 12
-	// (v2.1) is not here: gomatrixserverlib's resolver fails on it (see
-	// roomserver.resolve) and our own is still to be written.
-	for _, ver := range []string{"1", "10"} {
+	// State resolution v1 (room version 1), v2 (10) and v2.1 (12).
+	for _, ver := range []string{"1", "10", "12"} {
 		t.Run("v"+ver, func(t *testing.T) { testPartition(t, ver) })
 	}
 }
