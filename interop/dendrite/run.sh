@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Federation interop check: Repeater <-> Dendrite v0.15.2 on loopback.
+# Federation interop check: Repeater <-> Dendrite v0.15.2 on loopback, plus a
+# three-server group (two Repeaters and the Dendrite in one room).
 # See README.md in this directory. Exits 0 only if every driver step passes.
 #
 # Environment:
@@ -25,16 +26,17 @@ DRIVER_ARGS=${DRIVER_ARGS:-}
 log() { printf '[run.sh %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 RPT_PID=""
+RPT2_PID=""
 DEN_PID=""
 cleanup() {
   local rc=$?
   set +e
-  for pid in $RPT_PID $DEN_PID; do
+  for pid in $RPT_PID $RPT2_PID $DEN_PID; do
     if kill -0 "$pid" 2>/dev/null; then
       kill "$pid" 2>/dev/null
     fi
   done
-  for pid in $RPT_PID $DEN_PID; do
+  for pid in $RPT_PID $RPT2_PID $DEN_PID; do
     for _ in $(seq 1 50); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.2
@@ -46,6 +48,7 @@ cleanup() {
   done
   log "servers stopped; work dir and logs: $WORK"
   log "  Repeater log: $WORK/rpt/repeater.log"
+  log "  Repeater 2 log: $WORK/rpt2/repeater.log"
   log "  Dendrite log: $WORK/den/dendrite.log"
   log "  Driver log:   $WORK/driver.log"
   exit "$rc"
@@ -84,14 +87,18 @@ done
 log "Dendrite version: $("$DBIN/dendrite" -version 2>&1 | tail -n1)"
 
 # ------------------------------------------------------------------ ports
-mapfile -t PORTS < <("$WORK/driver" -free-ports 4)
-[[ ${#PORTS[@]} -eq 4 ]] || { echo "could not pick free ports" >&2; exit 1; }
+mapfile -t PORTS < <("$WORK/driver" -free-ports 6)
+[[ ${#PORTS[@]} -eq 6 ]] || { echo "could not pick free ports" >&2; exit 1; }
 RPT_HTTP=${PORTS[0]} RPT_TLS=${PORTS[1]} DEN_HTTP=${PORTS[2]} DEN_TLS=${PORTS[3]}
+RPT2_HTTP=${PORTS[4]} RPT2_TLS=${PORTS[5]}
 RPT_NAME=localhost:$RPT_TLS
+RPT2_NAME=localhost:$RPT2_TLS
 DEN_NAME=localhost:$DEN_TLS
-log "Repeater: $RPT_NAME  client http://127.0.0.1:$RPT_HTTP  federation https://127.0.0.1:$RPT_TLS"
-log "Dendrite: $DEN_NAME  client http://127.0.0.1:$DEN_HTTP  federation https://127.0.0.1:$DEN_TLS"
-printf 'RPT_HTTP=%s\nRPT_TLS=%s\nDEN_HTTP=%s\nDEN_TLS=%s\n' "$RPT_HTTP" "$RPT_TLS" "$DEN_HTTP" "$DEN_TLS" >"$WORK/ports.env"
+log "Repeater:   $RPT_NAME  client http://127.0.0.1:$RPT_HTTP  federation https://127.0.0.1:$RPT_TLS"
+log "Repeater 2: $RPT2_NAME  client http://127.0.0.1:$RPT2_HTTP  federation https://127.0.0.1:$RPT2_TLS"
+log "Dendrite:   $DEN_NAME  client http://127.0.0.1:$DEN_HTTP  federation https://127.0.0.1:$DEN_TLS"
+printf 'RPT_HTTP=%s\nRPT_TLS=%s\nDEN_HTTP=%s\nDEN_TLS=%s\nRPT2_HTTP=%s\nRPT2_TLS=%s\n' \
+  "$RPT_HTTP" "$RPT_TLS" "$DEN_HTTP" "$DEN_TLS" "$RPT2_HTTP" "$RPT2_TLS" >"$WORK/ports.env"
 
 # ------------------------------------------------------------------ Repeater
 "$WORK/repeater" generate-config --dir "$WORK/rpt" --server-name "$RPT_NAME" \
@@ -101,6 +108,15 @@ sed -i "s/^log_level: .*/log_level: $RPT_LOG_LEVEL/" "$WORK/rpt/repeater.yaml"
   >"$WORK/rpt/repeater.log" 2>&1 &
 RPT_PID=$!
 log "Repeater started, pid $RPT_PID"
+
+# ------------------------------------------------------------------ Repeater 2
+"$WORK/repeater" generate-config --dir "$WORK/rpt2" --server-name "$RPT2_NAME" \
+  --listen "127.0.0.1:$RPT2_HTTP" --tls-listen "127.0.0.1:$RPT2_TLS" --test-network
+sed -i "s/^log_level: .*/log_level: $RPT_LOG_LEVEL/" "$WORK/rpt2/repeater.yaml"
+(cd "$WORK/rpt2" && exec "$WORK/repeater" --config "$WORK/rpt2/repeater.yaml") \
+  >"$WORK/rpt2/repeater.log" 2>&1 &
+RPT2_PID=$!
+log "Repeater 2 started, pid $RPT2_PID"
 
 # ------------------------------------------------------------------ Dendrite
 mkdir -p "$WORK/den"
@@ -155,15 +171,18 @@ wait_up() { # name pid url
 }
 wait_up Repeater "$RPT_PID" "http://127.0.0.1:$RPT_HTTP/_matrix/client/versions" || { tail -n 30 "$WORK/rpt/repeater.log" >&2; exit 1; }
 wait_up Repeater-TLS "$RPT_PID" "https://127.0.0.1:$RPT_TLS/_matrix/key/v2/server" || { tail -n 30 "$WORK/rpt/repeater.log" >&2; exit 1; }
+wait_up Repeater2 "$RPT2_PID" "http://127.0.0.1:$RPT2_HTTP/_matrix/client/versions" || { tail -n 30 "$WORK/rpt2/repeater.log" >&2; exit 1; }
+wait_up Repeater2-TLS "$RPT2_PID" "https://127.0.0.1:$RPT2_TLS/_matrix/key/v2/server" || { tail -n 30 "$WORK/rpt2/repeater.log" >&2; exit 1; }
 wait_up Dendrite "$DEN_PID" "http://127.0.0.1:$DEN_HTTP/_matrix/client/versions" || { tail -n 30 "$WORK/den/dendrite.log" >&2; exit 1; }
 wait_up Dendrite-TLS "$DEN_PID" "https://127.0.0.1:$DEN_TLS/_matrix/key/v2/server" || { tail -n 30 "$WORK/den/dendrite.log" >&2; exit 1; }
-log "both servers up"
+log "all three servers up"
 
 # ------------------------------------------------------------------ drive
 set +e
 # shellcheck disable=SC2086
 "$WORK/driver" -rpt-url "http://127.0.0.1:$RPT_HTTP" -rpt-name "$RPT_NAME" \
-  -den-url "http://127.0.0.1:$DEN_HTTP" -den-name "$DEN_NAME" $DRIVER_ARGS 2>&1 | tee "$WORK/driver.log"
+  -den-url "http://127.0.0.1:$DEN_HTTP" -den-name "$DEN_NAME" \
+  -rpt2-url "http://127.0.0.1:$RPT2_HTTP" -rpt2-name "$RPT2_NAME" $DRIVER_ARGS 2>&1 | tee "$WORK/driver.log"
 DRIVER_RC=${PIPESTATUS[0]}
 set -e
 

@@ -385,6 +385,7 @@ func ephemeral(r gjson.Result, roomID, typ string) []gjson.Result {
 
 type env struct {
 	rptURL, rptName, denURL, denName string
+	rpt2URL, rpt2Name                string // second Repeater (T group); optional
 	run                              string // unique suffix for this run
 }
 
@@ -671,14 +672,16 @@ type pagination struct {
 	where         map[string][]string // event ID -> "type@pPAGE.INDEX"
 	create        bool
 	stop          string
-	lastOfPage    map[int]string // page -> event ID of its last event
+	lastOfPage    map[int]string    // page -> event ID of its last event
+	order         []string          // event IDs in the order received (newest first)
+	bodies        map[string]string // event ID -> body, for tagged m.room.message events
 }
 
 // paginateAll walks /messages?dir=b&limit=100 following end tokens until a
 // page is empty, has no end, or repeats the from token.
 func paginateAll(c *client, roomID, tag string) (*pagination, error) {
 	p := &pagination{counts: map[string]int{}, eventIDs: map[string]int{}, where: map[string][]string{},
-		lastOfPage: map[int]string{}}
+		lastOfPage: map[int]string{}, bodies: map[string]string{}}
 	from := ""
 	for p.pages < 200 {
 		r, err := c.messages(roomID, from, 100)
@@ -693,12 +696,14 @@ func paginateAll(c *client, roomID, tag string) (*pagination, error) {
 			p.eventIDs[id]++
 			p.where[id] = append(p.where[id], fmt.Sprintf("%s@p%d.%d", ev.Get("type").String(), p.pages, i))
 			p.lastOfPage[p.pages] = id
+			p.order = append(p.order, id)
 			switch ev.Get("type").String() {
 			case "m.room.create":
 				p.create = true
 			case "m.room.message":
 				if b := ev.Get("content.body").String(); strings.HasPrefix(b, tag) {
 					p.counts[b]++
+					p.bodies[id] = b
 				}
 			}
 		}
@@ -874,11 +879,14 @@ func main() {
 	flag.StringVar(&e.rptName, "rpt-name", "", "Repeater server name (localhost:TLSPORT)")
 	flag.StringVar(&e.denURL, "den-url", "", "Dendrite client API base URL")
 	flag.StringVar(&e.denName, "den-name", "", "Dendrite server name")
+	flag.StringVar(&e.rpt2URL, "rpt2-url", "", "second Repeater's client API base URL (T group; optional)")
+	flag.StringVar(&e.rpt2Name, "rpt2-name", "", "second Repeater's server name")
 	flag.DurationVar(&wait, "wait", wait, "how long to poll for each federated effect")
 	flag.BoolVar(&verbose, "v", false, "log every HTTP request")
 	flag.BoolVar(&strict, "strict", false, "count known peer-server bugs (XFAIL) as failures")
 	history := flag.Int("history", 50, "messages sent before the backfill joins")
-	only := flag.String("only", "", "comma-separated subset of A,B,C1,C2,control to run")
+	only := flag.String("only", "", "comma-separated subset of A,B,C1,C2,control,T to run")
+	t4History := flag.Int("t4-history", 30, "messages sent before the late joiners join in T4")
 	freePorts := flag.Int("free-ports", 0, "print this many free 127.0.0.1 TCP ports and exit (used by run.sh)")
 	flag.Parse()
 	if *freePorts > 0 {
@@ -902,7 +910,7 @@ func main() {
 		return false
 	}
 
-	var alice, bob *client
+	var alice, bob, carol *client
 	if !step("setup.register-alice@repeater", func() (string, error) {
 		var err error
 		alice, err = e.user("alice@repeater", "repeater", e.rptURL, e.rptName, "alice")
@@ -937,6 +945,26 @@ func main() {
 	}
 	if want("C2") {
 		backfillScenario("C2(backfill-rpt-from-den)", bob, alice, &e, *history)
+	}
+	if want("T") {
+		// Three servers: Repeater 1 (alice), Repeater 2 (carol), Dendrite (bob).
+		switch {
+		case e.rpt2URL == "" || e.rpt2Name == "":
+			if *only != "" {
+				skip("T", "no -rpt2-url/-rpt2-name given")
+			} else {
+				fmt.Println("note: T (three-server) group not run: no -rpt2-url/-rpt2-name")
+			}
+		case step("setup.register-carol@repeater2", func() (string, error) {
+			var err error
+			carol, err = e.user("carol@repeater2", "repeater", e.rpt2URL, e.rpt2Name, "carol")
+			if err != nil {
+				return "", err
+			}
+			return carol.userID, nil
+		}):
+			threeServers(&e, alice, carol, bob, *t4History)
+		}
 	}
 	os.Exit(summary())
 }
