@@ -117,18 +117,26 @@ func (a *API) SendInvite(ctx context.Context, pdu gomatrixserverlib.PDU, strippe
 	defer cancel()
 	res, err := a.client.SendInviteV2(ctx, a.serverName, srv, req)
 	if err != nil {
-		return nil, remoteErr("invite", err)
+		if he := httputil.AsError(remoteErr("invite", err)); he != nil {
+			return nil, he
+		}
+		return nil, httputil.Err(502, "M_UNKNOWN", fmt.Sprintf("Could not deliver the invite to %s: %v", srv, err))
 	}
 	impl, err := gomatrixserverlib.GetRoomVersion(pdu.Version())
 	if err != nil {
 		return nil, err
 	}
+	// What comes back must be our event, valid for the room version, with
+	// the invitee's server's signature; anything else refuses the invite.
 	signed, err := impl.NewEventFromUntrustedJSON(res.Event)
-	if err != nil || signed.EventID() != pdu.EventID() {
-		return nil, fmt.Errorf("invite: %s returned a different event", srv)
+	if err != nil {
+		return nil, httputil.BadJSON(fmt.Sprintf("The invitee's server %s returned an invalid event: %v", srv, err))
+	}
+	if signed.EventID() != pdu.EventID() {
+		return nil, httputil.BadJSON(fmt.Sprintf("The invitee's server %s returned a different event", srv))
 	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, signed, a.verifier, roomserver.UserIDForSender); err != nil {
-		return nil, fmt.Errorf("invite: %s's signature: %w", srv, err)
+		return nil, httputil.Forbidden(fmt.Sprintf("The invitee's server %s did not sign the invite: %v", srv, err))
 	}
 	return signed, nil
 }

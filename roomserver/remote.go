@@ -462,7 +462,9 @@ func (s *Server) storeRemote(ctx context.Context, r *room, pdu gomatrixserverlib
 	if inLine {
 		newExtrem = []string{e.EventID}
 		for _, x := range r.extremities {
-			if prevByID[x] == nil {
+			// An extremity the event descends from through events that
+			// were not shown (soft-failed ones, say) is no longer one.
+			if prevByID[x] == nil && !s.descendsFrom(ctx, pdu.PrevEventIDs(), x) {
 				newExtrem = append(newExtrem, x)
 				forked = true
 			}
@@ -1332,4 +1334,45 @@ func (s *Server) InputRemoteCheckPrevs(ctx context.Context, pdu gomatrixserverli
 		return false, &MissingPrevError{IDs: missing}
 	}
 	return true, nil
+}
+
+// descendsFrom reports whether ancestor is reachable backwards through
+// prev_events from the given events, looking no further back than its
+// depth (and a bounded number of steps).
+func (s *Server) descendsFrom(ctx context.Context, from []string, ancestor string) bool {
+	anc, err := s.db.EventByID(ctx, ancestor)
+	if err != nil {
+		return false
+	}
+	seen := map[string]bool{}
+	frontier := from
+	for steps := 0; len(frontier) > 0 && steps < 64; steps++ {
+		evs, err := s.db.EventsByIDs(ctx, frontier)
+		if err != nil {
+			return false
+		}
+		frontier = nil
+		for _, e := range evs {
+			if e.EventID == ancestor {
+				return true
+			}
+			if e.Depth <= anc.Depth {
+				continue
+			}
+			for _, p := range gjson.GetBytes(e.JSON, "prev_events").Array() {
+				id := p.Str
+				if p.IsArray() {
+					id = p.Get("0").Str
+				}
+				if id == ancestor {
+					return true
+				}
+				if id != "" && !seen[id] {
+					seen[id] = true
+					frontier = append(frontier, id)
+				}
+			}
+		}
+	}
+	return false
 }

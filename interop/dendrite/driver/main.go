@@ -675,6 +675,7 @@ type pagination struct {
 	lastOfPage    map[int]string    // page -> event ID of its last event
 	order         []string          // event IDs in the order received (newest first)
 	bodies        map[string]string // event ID -> body, for tagged m.room.message events
+	emptyMsgs     []string          // m.room.message events with empty content (redacted copies)
 }
 
 // paginateAll walks /messages?dir=b&limit=100 following end tokens until a
@@ -704,6 +705,9 @@ func paginateAll(c *client, roomID, tag string) (*pagination, error) {
 				if b := ev.Get("content.body").String(); strings.HasPrefix(b, tag) {
 					p.counts[b]++
 					p.bodies[id] = b
+				}
+				if c := ev.Get("content"); !c.Exists() || c.Raw == "{}" {
+					p.emptyMsgs = append(p.emptyMsgs, id)
 				}
 			}
 		}
@@ -752,6 +756,11 @@ func (p *pagination) verdict(tag string, n int) (desc string, complete, clean, c
 	createRepeatOnly = createRepeatOnly && len(dup) == 0 && len(dupIDs) == 1
 	desc = fmt.Sprintf("pages=%d events=%d distinct-msgs=%d/%d missing=%s dup-bodies=%v dup-event-ids=%d%v create=%v %s",
 		p.pages, p.events, len(p.counts), n, abbrev(missing), dup, len(dupIDs), dupIDs, p.create, p.stop)
+	if len(p.emptyMsgs) > 0 {
+		// Typically a server stored redacted copies it was served by a peer
+		// that did not (yet) consider it allowed to see the history.
+		desc += fmt.Sprintf(" m.room.message-with-empty-content=%d (e.g. %s)", len(p.emptyMsgs), p.emptyMsgs[0])
+	}
 	return
 }
 
