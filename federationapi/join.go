@@ -199,7 +199,14 @@ func (a *API) joinVia(ctx context.Context, srv spec.ServerName, roomID, userID s
 	}
 	ver := mj.RoomVersion
 	if ver == "" {
+		// No room_version: version 1 by the spec, unless the template's
+		// references are plain event IDs, which only later versions use.
 		ver = gomatrixserverlib.RoomVersionV1
+		if refs, ok := mj.JoinEvent.PrevEvents.([]any); ok && len(refs) > 0 {
+			if _, isString := refs[0].(string); isString {
+				ver = gomatrixserverlib.RoomVersionV4
+			}
+		}
 	}
 	if !roomserver.IsSupportedVersion(ver) {
 		return nil, httputil.Err(400, "M_UNSUPPORTED_ROOM_VERSION", "Room version "+string(ver)+" is not supported here")
@@ -247,6 +254,18 @@ func (a *API) joinVia(ctx context.Context, srv spec.ServerName, roomID, userID s
 	}
 	state := checked.GetStateEvents().TrustedEvents(ver, false)
 	chain := checked.GetAuthEvents().TrustedEvents(ver, false)
+	// The room is what its create event says it is.
+	for _, p := range state {
+		if p.Type() == spec.MRoomCreate && p.StateKey() != nil && *p.StateKey() == "" {
+			cv := gjson.GetBytes(p.Content(), "room_version").Str
+			if cv == "" {
+				cv = "1"
+			}
+			if cv != string(ver) {
+				return nil, httputil.Err(400, "M_UNSUPPORTED_ROOM_VERSION", fmt.Sprintf("The room's create event says version %q, not %q", cv, ver))
+			}
+		}
+	}
 	ev, err := a.rs.ImportJoin(ctx, ver, join, state, chain)
 	if err == nil && a.cfg.Federation.Backfill == "full" {
 		a.Sender.mu.Lock()
