@@ -3,11 +3,13 @@ package federationapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
 
+	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -35,7 +37,21 @@ type destination struct {
 	running bool
 	poke    chan struct{}
 	backoff time.Duration
+	// refusals counts how often the destination refused the transaction
+	// at the head of its queue (an HTTP error status, as opposed to being
+	// unreachable).
+	refusals int
+	headID   int64
 }
+
+// A transaction the destination keeps refusing is dropped after this many
+// attempts (4xx: it will not change its mind) or 5xx ones (a bug there
+// must not hold back everything after it forever); what it carried can
+// still be fetched by the destination (get_missing_events, backfill).
+const (
+	maxClientErrorRefusals = 3
+	maxServerErrorRefusals = 12
+)
 
 const (
 	minBackoff = 2 * time.Second
@@ -118,12 +134,31 @@ func (s *Sender) worker(ctx context.Context, d *destination) {
 			s.mu.Unlock()
 			return
 		}
+		var last int64
 		if err == nil {
-			err = s.deliver(ctx, d.name, items)
+			last, err = s.deliver(ctx, d.name, items)
 		}
 		if err == nil {
-			d.backoff = 0
+			d.backoff, d.refusals = 0, 0
 			continue
+		}
+		var he gomatrix.HTTPError
+		if errors.As(err, &he) && he.Code != 429 && len(items) > 0 {
+			if items[0].ID != d.headID {
+				d.headID, d.refusals = items[0].ID, 0
+			}
+			d.refusals++
+			limit := maxServerErrorRefusals
+			if he.Code >= 400 && he.Code < 500 {
+				limit = maxClientErrorRefusals
+			}
+			if d.refusals >= limit && last > 0 {
+				s.a.log.Warn("dropping a transaction the destination keeps refusing", "destination", d.name, "status", he.Code, "attempts", d.refusals, "err", err)
+				if derr := s.a.db.DeleteOutbox(ctx, d.name, last); derr == nil {
+					d.refusals = 0
+					continue
+				}
+			}
 		}
 		d.backoff = min(max(d.backoff*2, minBackoff), maxBackoff)
 		wait := d.backoff/2 + time.Duration(rand.Int64N(int64(d.backoff/2)+1))
@@ -142,7 +177,7 @@ func (s *Sender) worker(ctx context.Context, d *destination) {
 }
 
 // deliver sends one transaction built from the oldest queued items.
-func (s *Sender) deliver(ctx context.Context, dest string, items []storage.OutboxItem) error {
+func (s *Sender) deliver(ctx context.Context, dest string, items []storage.OutboxItem) (int64, error) {
 	var nids []int64
 	var edus []gomatrixserverlib.EDU
 	var last int64
@@ -166,7 +201,7 @@ func (s *Sender) deliver(ctx context.Context, dest string, items []storage.Outbo
 	}
 	evs, err := s.a.rs.Events(ctx, nids)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	byNID := map[int64][]byte{}
 	for _, e := range evs {
@@ -191,9 +226,9 @@ func (s *Sender) deliver(ctx context.Context, dest string, items []storage.Outbo
 	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if _, err := s.a.client.SendTransaction(tctx, txn); err != nil {
-		return err
+		return last, err
 	}
-	return s.a.db.DeleteOutbox(ctx, dest, last)
+	return last, s.a.db.DeleteOutbox(ctx, dest, last)
 }
 
 // announce sends an empty transaction to every server we share a room
