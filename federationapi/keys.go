@@ -76,49 +76,66 @@ func (a *API) keyQuery(r *http.Request) (any, error) {
 			out = append(out, a.ownKeys(time.Now()))
 			continue
 		}
-		// Fetch what we lack through the key ring, then answer from the
-		// cache (a response we re-sign: spec allows a notary to sign the
-		// keys it vouches for).
-		if len(ids) > 0 {
-			reqs := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
-			for id, ts := range ids {
-				reqs[gomatrixserverlib.PublicKeyLookupRequest{ServerName: srv, KeyID: id}] = max(ts, spec.AsTimestamp(time.Now()))
+		out = append(out, a.notaryKeys(r.Context(), srv, ids)...)
+	}
+	return map[string]any{"server_keys": out}, nil
+}
+
+// notaryKeys answers a notary query for one server: the server's own
+// signed key responses, with our signature added. A response we hold that
+// covers the wanted key IDs until the wanted time is served as is; other
+// wants go to the server first. What the server says never replaces a
+// response we hold for a key it no longer lists, and if it cannot be
+// reached we serve what we have, even expired (spec: "Querying Keys
+// Through Another Server").
+func (a *API) notaryKeys(ctx context.Context, srv spec.ServerName, ids map[gomatrixserverlib.KeyID]spec.Timestamp) []json.RawMessage {
+	held, _ := a.db.KeyResponses(ctx, string(srv))
+	fresh := len(ids) == 0 || len(held) == 0
+	for id, minTS := range ids {
+		found := false
+		for _, h := range held {
+			if h.KeyID == string(id) && h.ValidUntilTS >= int64(minTS) && h.ValidUntilTS > time.Now().UnixMilli() {
+				found = true
 			}
-			ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
-			_, _ = a.keyRing.KeyDatabase.FetchKeys(ctx, reqs)
-			for _, f := range a.keyRing.KeyFetchers {
-				if res, err := f.FetchKeys(ctx, reqs); err == nil && len(res) > 0 {
-					_ = a.keyRing.KeyDatabase.StoreKeys(ctx, res)
-					break
+		}
+		fresh = fresh || !found
+	}
+	if fresh {
+		fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		keys, err := a.client.GetServerKeys(fctx, srv)
+		cancel()
+		if err == nil {
+			if checks, _ := gomatrixserverlib.CheckKeys(srv, time.Now(), keys); checks.AllChecksOK || (checks.MatchingServerName && checks.AllEd25519ChecksOK != nil && *checks.AllEd25519ChecksOK) {
+				var keyIDs []string
+				for id := range keys.VerifyKeys {
+					keyIDs = append(keyIDs, string(id))
+				}
+				for id := range keys.OldVerifyKeys {
+					keyIDs = append(keyIDs, string(id))
+				}
+				if err := a.db.StoreKeyResponse(ctx, string(srv), keyIDs, keys.Raw, int64(keys.ValidUntilTS)); err == nil {
+					held, _ = a.db.KeyResponses(ctx, string(srv))
 				}
 			}
-			cancel()
 		}
-		keys, err := a.db.ServerKeys(r.Context(), string(srv))
-		if err != nil || len(keys) == 0 {
+	}
+	// One copy of each distinct response that holds a wanted key (all of
+	// them when no key is named), signed by us too.
+	seen := map[string]bool{}
+	var out []json.RawMessage
+	for _, h := range held {
+		if _, wanted := ids[gomatrixserverlib.KeyID(h.KeyID)]; len(ids) > 0 && !wanted {
 			continue
 		}
-		fields := gomatrixserverlib.ServerKeyFields{ServerName: srv,
-			VerifyKeys:    map[gomatrixserverlib.KeyID]gomatrixserverlib.VerifyKey{},
-			OldVerifyKeys: map[gomatrixserverlib.KeyID]gomatrixserverlib.OldVerifyKey{}}
-		for _, k := range keys {
-			pub, err := base64.RawStdEncoding.DecodeString(k.PublicKey)
-			if err != nil {
-				continue
-			}
-			if k.ExpiredTS != 0 {
-				fields.OldVerifyKeys[gomatrixserverlib.KeyID(k.KeyID)] = gomatrixserverlib.OldVerifyKey{VerifyKey: gomatrixserverlib.VerifyKey{Key: pub}, ExpiredTS: spec.Timestamp(k.ExpiredTS)}
-			} else {
-				fields.VerifyKeys[gomatrixserverlib.KeyID(k.KeyID)] = gomatrixserverlib.VerifyKey{Key: pub}
-				fields.ValidUntilTS = max(fields.ValidUntilTS, spec.Timestamp(k.ValidUntilTS))
-			}
+		if seen[string(h.Response)] {
+			continue
 		}
-		raw, _ := json.Marshal(fields)
-		if signed, err := gomatrixserverlib.SignJSON(string(a.serverName), a.keyID, a.privateKey, raw); err == nil {
+		seen[string(h.Response)] = true
+		if signed, err := gomatrixserverlib.SignJSON(string(a.serverName), a.keyID, a.privateKey, h.Response); err == nil {
 			out = append(out, signed)
 		}
 	}
-	return map[string]any{"server_keys": out}, nil
+	return out
 }
 
 // keyDB is the key ring's cache, in the database (table server_keys), with

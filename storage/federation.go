@@ -334,3 +334,46 @@ func (db *DB) OpenIDUser(ctx context.Context, hash string) (string, error) {
 	err := db.R().QueryRowContext(ctx, `SELECT user_id FROM openid_tokens WHERE token_hash = $1 AND expires_ts > $2`, hash, nowMS()).Scan(&user)
 	return user, scanErr(err)
 }
+
+// KeyResponse is a server's key response (as it signed it) that holds a
+// key, with the response's validity.
+type KeyResponse struct {
+	KeyID        string
+	Response     []byte
+	ValidUntilTS int64
+}
+
+// StoreKeyResponse keeps a server's signed key response under each key ID
+// it lists.
+func (db *DB) StoreKeyResponse(ctx context.Context, serverName string, keyIDs []string, response []byte, validUntil int64) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		for _, id := range keyIDs {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO server_key_responses (server_name, key_id, response, valid_until_ts) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (server_name, key_id) DO UPDATE SET response = excluded.response, valid_until_ts = excluded.valid_until_ts`,
+				serverName, id, string(response), validUntil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// KeyResponses returns the stored key responses of a server.
+func (db *DB) KeyResponses(ctx context.Context, serverName string) ([]KeyResponse, error) {
+	rows, err := db.R().QueryContext(ctx, `SELECT key_id, response, valid_until_ts FROM server_key_responses WHERE server_name = $1`, serverName)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []KeyResponse
+	for rows.Next() {
+		var k KeyResponse
+		var resp string
+		if err := rows.Scan(&k.KeyID, &resp, &k.ValidUntilTS); err != nil {
+			return nil, err
+		}
+		k.Response = []byte(resp)
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}

@@ -441,3 +441,22 @@ func TestFederationSpaceHierarchy(t *testing.T) {
 		t.Fatalf("second page: %s", h2.Raw)
 	}
 }
+
+// A server acts as a notary for another's keys: the answer is the other
+// server's own signed response with the notary's signature added, and it
+// is still served when the other server cannot be reached.
+func TestFederationNotary(t *testing.T) {
+	srv := fedNet(t, 2)
+	anon := &client{t: t, base: srv[0].base}
+	check := func() {
+		t.Helper()
+		res := anon.must("GET", "/_matrix/key/v2/query/s1.test", nil)
+		k := res.Get("server_keys.0")
+		if k.Get("server_name").Str != "s1.test" || !k.Get("signatures.s1\\.test").Exists() || !k.Get("signatures.s0\\.test").Exists() {
+			t.Fatalf("notary answer: %s", res.Raw)
+		}
+	}
+	check()
+	srv[1].stop()
+	check()
+}

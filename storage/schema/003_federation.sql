@@ -69,3 +69,13 @@ CREATE TABLE openid_tokens (
     user_id    TEXT NOT NULL,
     expires_ts BIGINT NOT NULL
 );
+
+-- Other servers' key responses as they signed them, per key ID (the
+-- notary serves them with its own signature added).
+CREATE TABLE server_key_responses (
+    server_name    TEXT NOT NULL,
+    key_id         TEXT NOT NULL,
+    response       TEXT NOT NULL,
+    valid_until_ts BIGINT NOT NULL,
+    PRIMARY KEY (server_name, key_id)
+);
