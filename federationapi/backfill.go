@@ -18,8 +18,9 @@ const gapRetry = 30 * time.Second
 
 // backfillState remembers when each gap was last asked for.
 type backfillState struct {
-	mu    sync.Mutex
-	tried map[string]time.Time // room|event -> last attempt
+	mu       sync.Mutex
+	tried    map[string]time.Time // room|event -> last attempt
+	stripped map[string]int       // event ID -> times seen without content
 }
 
 // Backfill fetches history older than depth beforeDepth in a room from
@@ -64,7 +65,14 @@ func (a *API) Backfill(ctx context.Context, roomID string, beforeDepth int64, li
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	// A server that does not (yet) count us as in the room answers with
+	// events stripped of their content (their hashes no longer match, so
+	// they parse as redacted). Such an answer is kept only if no other
+	// server gives a better one: stripped copies would hide the history
+	// for good.
 	var lastErr error
+	var best []gomatrixserverlib.PDU
+	bestSrv, bestStripped := "", -1
 	for _, srv := range servers {
 		if srv == string(a.serverName) {
 			continue
@@ -78,8 +86,55 @@ func (a *API) Backfill(ctx context.Context, roomID string, beforeDepth int64, li
 		if len(pdus) == 0 {
 			continue
 		}
-		n, err := a.rs.StoreBackfilled(ctx, roomID, pdus, func(ids []string) []gomatrixserverlib.PDU {
-			got, _ := a.missingAuth(ctx, spec.ServerName(srv), roomID)(ver, ids)
+		stripped := 0
+		for _, p := range pdus {
+			if p.Redacted() {
+				stripped++
+			}
+		}
+		if bestStripped < 0 || stripped < bestStripped || (stripped == bestStripped && len(pdus) > len(best)) {
+			best, bestSrv, bestStripped = pdus, srv, stripped
+		}
+		if stripped == 0 {
+			break
+		}
+		a.log.Info("backfill answer had stripped events; trying another server", "room", roomID, "server", srv, "stripped", stripped)
+	}
+	if best != nil && bestStripped > 0 {
+		// Keep stripped copies out the first time they are seen: most
+		// likely the server has not yet taken in our join. They are asked
+		// for again shortly; seen stripped again, they are taken as they
+		// are (the events may really have been redacted).
+		kept := best[:0:0]
+		a.bf.mu.Lock()
+		if a.bf.stripped == nil || len(a.bf.stripped) > 10000 {
+			a.bf.stripped = map[string]int{}
+		}
+		for _, p := range best {
+			if p.Redacted() && a.bf.stripped[p.EventID()] == 0 {
+				a.bf.stripped[p.EventID()]++
+				continue
+			}
+			kept = append(kept, p)
+		}
+		for _, id := range from {
+			delete(a.bf.tried, roomID+"|"+id)
+		}
+		a.bf.mu.Unlock()
+		best = kept
+		if bg := a.background(); bg != nil {
+			go func() {
+				select {
+				case <-bg.Done():
+				case <-time.After(2 * time.Second):
+					_, _ = a.Backfill(bg, roomID, beforeDepth, limit)
+				}
+			}()
+		}
+	}
+	if len(best) > 0 {
+		n, err := a.rs.StoreBackfilled(ctx, roomID, best, func(ids []string) []gomatrixserverlib.PDU {
+			got, _ := a.missingAuth(ctx, spec.ServerName(bestSrv), roomID)(ver, ids)
 			return got
 		})
 		if err != nil {
@@ -151,4 +206,11 @@ func (a *API) parseAndVerifyAll(ctx context.Context, ver gomatrixserverlib.RoomV
 		}
 	}
 	return kept
+}
+
+// background is the context for work that outlives requests (nil before Run).
+func (a *API) background() context.Context {
+	a.Sender.mu.Lock()
+	defer a.Sender.mu.Unlock()
+	return a.runCtx
 }

@@ -268,10 +268,7 @@ func (a *API) joinVia(ctx context.Context, srv spec.ServerName, roomID, userID s
 	}
 	ev, err := a.rs.ImportJoin(ctx, ver, join, state, chain)
 	if err == nil && a.cfg.Federation.Backfill == "full" {
-		a.Sender.mu.Lock()
-		bg := a.runCtx
-		a.Sender.mu.Unlock()
-		if bg != nil {
+		if bg := a.background(); bg != nil {
 			go a.backfillAll(bg, roomID)
 		}
 	}
