@@ -51,6 +51,9 @@ func (a *API) keyQuery(r *http.Request) (any, error) {
 	want := map[spec.ServerName]map[gomatrixserverlib.KeyID]spec.Timestamp{}
 	if name := httputil.Vars(r)["serverName"]; name != "" {
 		want[spec.ServerName(name)] = nil
+		if id := httputil.Vars(r)["keyId"]; id != "" { // the older form naming one key
+			want[spec.ServerName(name)] = map[gomatrixserverlib.KeyID]spec.Timestamp{gomatrixserverlib.KeyID(id): 0}
+		}
 	} else {
 		body, err := httputil.ReadBody(r, httputil.MaxBody, false)
 		if err != nil {
@@ -92,9 +95,14 @@ func (a *API) notaryKeys(ctx context.Context, srv spec.ServerName, ids map[gomat
 	held, _ := a.db.KeyResponses(ctx, string(srv))
 	fresh := len(ids) == 0 || len(held) == 0
 	for id, minTS := range ids {
+		// Valid until what the asker needs, or now when it does not say.
+		need := int64(minTS)
+		if need == 0 {
+			need = time.Now().UnixMilli()
+		}
 		found := false
 		for _, h := range held {
-			if h.KeyID == string(id) && h.ValidUntilTS >= int64(minTS) && h.ValidUntilTS > time.Now().UnixMilli() {
+			if h.KeyID == string(id) && h.ValidUntilTS >= need {
 				found = true
 			}
 		}

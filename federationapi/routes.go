@@ -15,6 +15,7 @@ func (a *API) Routes(root *mux.Router) {
 	key.Handle("/server/{keyId}", httputil.JSON(a.log, a.serverKeys)).Methods(http.MethodGet)
 	key.Handle("/query", httputil.JSON(a.log, a.keyQuery)).Methods(http.MethodPost)
 	key.Handle("/query/{serverName}", httputil.JSON(a.log, a.keyQuery)).Methods(http.MethodGet)
+	key.Handle("/query/{serverName}/{keyId}", httputil.JSON(a.log, a.keyQuery)).Methods(http.MethodGet)
 
 	v1 := root.PathPrefix("/_matrix/federation/v1").Subrouter()
 	v2 := root.PathPrefix("/_matrix/federation/v2").Subrouter()
