@@ -1299,6 +1299,11 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 			_, err := tx.ExecContext(ctx, `UPDATE events SET before_snapshot = $1 WHERE stream_pos = $2`, p[0], evNID)
 			return err
 		}
+		// The event itself is not in the timeline yet: backfill fills it
+		// (and what came before) when a client pages down to it.
+		if err := tx.AddGaps(ctx, roomID, []storage.Gap{{EventID: ev.EventID(), Depth: ev.Depth() + 1}}); err != nil {
+			return err
+		}
 		return tx.InsertEvent(ctx, &storage.Event{EventID: ev.EventID(), RoomID: roomID, Type: ev.Type(), StateKey: ev.StateKey(),
 			Sender: string(ev.SenderID()), Depth: ev.Depth(), OriginTS: int64(ev.OriginServerTS()), JSON: ev.JSON(),
 			Outlier: true, Rejected: evRejected, StreamPos: evNID, BeforeSnapshot: p[0], AfterSnapshot: afterSnap})
