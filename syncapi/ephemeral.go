@@ -151,8 +151,14 @@ func (e *ephemeral) setRemotePresence(userID, state string, statusMsg *string, l
 		p = &presence{state: "offline"}
 		e.presence[userID] = p
 	}
+	// A new last-active time alone (every EDU carries one) is news only
+	// when it moves by more than the currently-active window.
+	moved := lastActive.Sub(p.lastActive)
+	if moved < 0 {
+		moved = -moved
+	}
 	changed := p.state != state || (p.statusMsg == nil) != (statusMsg == nil) ||
-		(statusMsg != nil && *p.statusMsg != *statusMsg) || !p.lastActive.Equal(lastActive)
+		(statusMsg != nil && *p.statusMsg != *statusMsg) || p.lastActive.IsZero() || moved > currentlyActive
 	p.state, p.statusMsg, p.lastActive = state, statusMsg, lastActive
 	if changed {
 		p.pos = e.pos.Add(1)

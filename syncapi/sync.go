@@ -432,6 +432,11 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 				}
 			}
 		}
+		// When others' presence comes, our own comes along, so a client
+		// always has the whole picture of the people it sees.
+		if _, ok := changed[userID]; !ok && len(changed) > 0 {
+			changed[userID], _ = s.eph.presenceOf(userID)
+		}
 		if len(changed) > 0 {
 			ids := make([]string, 0, len(changed))
 			for u := range changed {
