@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Federation interop check: Repeater <-> Dendrite v0.15.2 on loopback, plus a
-# three-server group (two Repeaters and the Dendrite in one room).
+# four-server group T (three Repeaters and the Dendrite in the same rooms).
 # See README.md in this directory. Exits 0 only if no driver step FAILs
 # (XFAIL = a documented Dendrite bug; DRIVER_ARGS=-strict fails on those too).
 #
@@ -12,7 +12,9 @@
 #   RPT_LOG_LEVEL     Repeater log_level (default debug)
 #   DEN_LOG_LEVEL     Dendrite log level (default debug)
 #   DRIVER_ARGS       extra driver flags, e.g. "-v" or "-only A,C1,T" or "-wait 60s"
-#   SERVER_ORDER      lexical order of the three server names (default r1,den,r2)
+#   SERVER_ORDER      lexical order of the four server names: a permutation of
+#                     r1,r2,r3,den (default r1,den,r2,r3); a permutation of
+#                     r1,r2,den alone gets r3 appended
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,22 +26,23 @@ DENDRITE_VERSION=${DENDRITE_VERSION:-v0.15.2}
 RPT_LOG_LEVEL=${RPT_LOG_LEVEL:-debug}
 DEN_LOG_LEVEL=${DEN_LOG_LEVEL:-debug}
 DRIVER_ARGS=${DRIVER_ARGS:-}
-SERVER_ORDER=${SERVER_ORDER:-r1,den,r2}
+SERVER_ORDER=${SERVER_ORDER:-r1,den,r2,r3}
 
 log() { printf '[run.sh %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 RPT_PID=""
 RPT2_PID=""
+RPT3_PID=""
 DEN_PID=""
 cleanup() {
   local rc=$?
   set +e
-  for pid in $RPT_PID $RPT2_PID $DEN_PID; do
+  for pid in $RPT_PID $RPT2_PID $RPT3_PID $DEN_PID; do
     if kill -0 "$pid" 2>/dev/null; then
       kill "$pid" 2>/dev/null
     fi
   done
-  for pid in $RPT_PID $RPT2_PID $DEN_PID; do
+  for pid in $RPT_PID $RPT2_PID $RPT3_PID $DEN_PID; do
     for _ in $(seq 1 50); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.2
@@ -52,6 +55,7 @@ cleanup() {
   log "servers stopped; work dir and logs: $WORK"
   log "  Repeater log: $WORK/rpt/repeater.log"
   log "  Repeater 2 log: $WORK/rpt2/repeater.log"
+  log "  Repeater 3 log: $WORK/rpt3/repeater.log"
   log "  Dendrite log: $WORK/den/dendrite.log"
   log "  Driver log:   $WORK/driver.log"
   exit "$rc"
@@ -90,31 +94,42 @@ done
 log "Dendrite version: $("$DBIN/dendrite" -version 2>&1 | tail -n1)"
 
 # ------------------------------------------------------------------ ports
-# The three federation (TLS) ports, and so the server names, are assigned in
-# the lexical order given by SERVER_ORDER. Which of Dendrite and Repeater 2
-# sorts first decides which one Repeater 1 asks for backfill in T4 (it tries
-# the room's servers in sorted name order), so the order is fixed rather
-# than left to chance. See README.md, "Three servers".
-mapfile -t PORTS < <("$WORK/driver" -free-ports 6 | LC_ALL=C sort)
-[[ ${#PORTS[@]} -eq 6 ]] || { echo "could not pick free ports" >&2; exit 1; }
-case $SERVER_ORDER in
-  r1,den,r2) RPT_TLS=${PORTS[0]} DEN_TLS=${PORTS[1]} RPT2_TLS=${PORTS[2]} ;;
-  r1,r2,den) RPT_TLS=${PORTS[0]} RPT2_TLS=${PORTS[1]} DEN_TLS=${PORTS[2]} ;;
-  den,r1,r2) DEN_TLS=${PORTS[0]} RPT_TLS=${PORTS[1]} RPT2_TLS=${PORTS[2]} ;;
-  den,r2,r1) DEN_TLS=${PORTS[0]} RPT2_TLS=${PORTS[1]} RPT_TLS=${PORTS[2]} ;;
-  r2,r1,den) RPT2_TLS=${PORTS[0]} RPT_TLS=${PORTS[1]} DEN_TLS=${PORTS[2]} ;;
-  r2,den,r1) RPT2_TLS=${PORTS[0]} DEN_TLS=${PORTS[1]} RPT_TLS=${PORTS[2]} ;;
-  *) echo "SERVER_ORDER must be a permutation of r1,den,r2 (got '$SERVER_ORDER')" >&2; exit 2 ;;
-esac
-RPT_HTTP=${PORTS[3]} DEN_HTTP=${PORTS[4]} RPT2_HTTP=${PORTS[5]}
+# The four federation (TLS) ports, and so the server names, are assigned in
+# the lexical order given by SERVER_ORDER. A Repeater asks the room's other
+# servers for backfill in sorted name order, so which of them sorts first
+# decides who is asked first in T4 (see README.md, "Group T"); the order is
+# fixed rather than left to chance.
+IFS=, read -r -a ORDER <<<"$SERVER_ORDER"
+if [[ ${#ORDER[@]} -eq 3 ]]; then
+  ORDER+=(r3) # a three-server order from before R3 existed
+fi
+bad_order() { echo "SERVER_ORDER must be a permutation of r1,r2,r3,den (got '$SERVER_ORDER')" >&2; exit 2; }
+[[ ${#ORDER[@]} -eq 4 ]] || bad_order
+declare -A TLS_OF=()
+for s in "${ORDER[@]}"; do
+  case $s in r1|r2|r3|den) ;; *) bad_order ;; esac
+  [[ -z "${TLS_OF[$s]:-}" ]] || bad_order # repeated
+  TLS_OF[$s]=pending
+done
+SERVER_ORDER=$(IFS=,; echo "${ORDER[*]}")
+mapfile -t PORTS < <("$WORK/driver" -free-ports 8 | LC_ALL=C sort)
+[[ ${#PORTS[@]} -eq 8 ]] || { echo "could not pick free ports" >&2; exit 1; }
+for i in 0 1 2 3; do
+  TLS_OF[${ORDER[$i]}]=${PORTS[$i]}
+done
+RPT_TLS=${TLS_OF[r1]} RPT2_TLS=${TLS_OF[r2]} RPT3_TLS=${TLS_OF[r3]} DEN_TLS=${TLS_OF[den]}
+RPT_HTTP=${PORTS[4]} DEN_HTTP=${PORTS[5]} RPT2_HTTP=${PORTS[6]} RPT3_HTTP=${PORTS[7]}
 RPT_NAME=localhost:$RPT_TLS
 RPT2_NAME=localhost:$RPT2_TLS
+RPT3_NAME=localhost:$RPT3_TLS
 DEN_NAME=localhost:$DEN_TLS
+log "server order (lexical by name): $SERVER_ORDER"
 log "Repeater:   $RPT_NAME  client http://127.0.0.1:$RPT_HTTP  federation https://127.0.0.1:$RPT_TLS"
 log "Repeater 2: $RPT2_NAME  client http://127.0.0.1:$RPT2_HTTP  federation https://127.0.0.1:$RPT2_TLS"
+log "Repeater 3: $RPT3_NAME  client http://127.0.0.1:$RPT3_HTTP  federation https://127.0.0.1:$RPT3_TLS"
 log "Dendrite:   $DEN_NAME  client http://127.0.0.1:$DEN_HTTP  federation https://127.0.0.1:$DEN_TLS"
-printf 'RPT_HTTP=%s\nRPT_TLS=%s\nDEN_HTTP=%s\nDEN_TLS=%s\nRPT2_HTTP=%s\nRPT2_TLS=%s\n' \
-  "$RPT_HTTP" "$RPT_TLS" "$DEN_HTTP" "$DEN_TLS" "$RPT2_HTTP" "$RPT2_TLS" >"$WORK/ports.env"
+printf 'RPT_HTTP=%s\nRPT_TLS=%s\nDEN_HTTP=%s\nDEN_TLS=%s\nRPT2_HTTP=%s\nRPT2_TLS=%s\nRPT3_HTTP=%s\nRPT3_TLS=%s\nSERVER_ORDER=%s\n' \
+  "$RPT_HTTP" "$RPT_TLS" "$DEN_HTTP" "$DEN_TLS" "$RPT2_HTTP" "$RPT2_TLS" "$RPT3_HTTP" "$RPT3_TLS" "$SERVER_ORDER" >"$WORK/ports.env"
 
 # ------------------------------------------------------------------ Repeater
 "$WORK/repeater" generate-config --dir "$WORK/rpt" --server-name "$RPT_NAME" \
@@ -133,6 +148,15 @@ sed -i "s/^log_level: .*/log_level: $RPT_LOG_LEVEL/" "$WORK/rpt2/repeater.yaml"
   >"$WORK/rpt2/repeater.log" 2>&1 &
 RPT2_PID=$!
 log "Repeater 2 started, pid $RPT2_PID"
+
+# ------------------------------------------------------------------ Repeater 3
+"$WORK/repeater" generate-config --dir "$WORK/rpt3" --server-name "$RPT3_NAME" \
+  --listen "127.0.0.1:$RPT3_HTTP" --tls-listen "127.0.0.1:$RPT3_TLS" --test-network
+sed -i "s/^log_level: .*/log_level: $RPT_LOG_LEVEL/" "$WORK/rpt3/repeater.yaml"
+(cd "$WORK/rpt3" && exec "$WORK/repeater" --config "$WORK/rpt3/repeater.yaml") \
+  >"$WORK/rpt3/repeater.log" 2>&1 &
+RPT3_PID=$!
+log "Repeater 3 started, pid $RPT3_PID"
 
 # ------------------------------------------------------------------ Dendrite
 mkdir -p "$WORK/den"
@@ -189,16 +213,19 @@ wait_up Repeater "$RPT_PID" "http://127.0.0.1:$RPT_HTTP/_matrix/client/versions"
 wait_up Repeater-TLS "$RPT_PID" "https://127.0.0.1:$RPT_TLS/_matrix/key/v2/server" || { tail -n 30 "$WORK/rpt/repeater.log" >&2; exit 1; }
 wait_up Repeater2 "$RPT2_PID" "http://127.0.0.1:$RPT2_HTTP/_matrix/client/versions" || { tail -n 30 "$WORK/rpt2/repeater.log" >&2; exit 1; }
 wait_up Repeater2-TLS "$RPT2_PID" "https://127.0.0.1:$RPT2_TLS/_matrix/key/v2/server" || { tail -n 30 "$WORK/rpt2/repeater.log" >&2; exit 1; }
+wait_up Repeater3 "$RPT3_PID" "http://127.0.0.1:$RPT3_HTTP/_matrix/client/versions" || { tail -n 30 "$WORK/rpt3/repeater.log" >&2; exit 1; }
+wait_up Repeater3-TLS "$RPT3_PID" "https://127.0.0.1:$RPT3_TLS/_matrix/key/v2/server" || { tail -n 30 "$WORK/rpt3/repeater.log" >&2; exit 1; }
 wait_up Dendrite "$DEN_PID" "http://127.0.0.1:$DEN_HTTP/_matrix/client/versions" || { tail -n 30 "$WORK/den/dendrite.log" >&2; exit 1; }
 wait_up Dendrite-TLS "$DEN_PID" "https://127.0.0.1:$DEN_TLS/_matrix/key/v2/server" || { tail -n 30 "$WORK/den/dendrite.log" >&2; exit 1; }
-log "all three servers up"
+log "all four servers up"
 
 # ------------------------------------------------------------------ drive
 set +e
 # shellcheck disable=SC2086
 "$WORK/driver" -rpt-url "http://127.0.0.1:$RPT_HTTP" -rpt-name "$RPT_NAME" \
   -den-url "http://127.0.0.1:$DEN_HTTP" -den-name "$DEN_NAME" \
-  -rpt2-url "http://127.0.0.1:$RPT2_HTTP" -rpt2-name "$RPT2_NAME" $DRIVER_ARGS 2>&1 | tee "$WORK/driver.log"
+  -rpt2-url "http://127.0.0.1:$RPT2_HTTP" -rpt2-name "$RPT2_NAME" \
+  -rpt3-url "http://127.0.0.1:$RPT3_HTTP" -rpt3-name "$RPT3_NAME" $DRIVER_ARGS 2>&1 | tee "$WORK/driver.log"
 DRIVER_RC=${PIPESTATUS[0]}
 set -e
 

@@ -1,12 +1,16 @@
-// Command driver exercises federation between two Matrix homeservers
-// (Repeater and Dendrite in interop/dendrite/run.sh) through their client
-// APIs only. Every check is a named step printed as PASS or FAIL with
-// details; the exit status is 0 only if every step passed.
+// Command driver exercises federation between Matrix homeservers
+// (Repeaters and a Dendrite in interop/dendrite/run.sh) through their
+// client APIs only. Every check is a named step printed as PASS, FAIL or
+// XFAIL with details; the exit status is 0 only if no step FAILed.
 //
 // Usage:
 //
 //	driver -rpt-url http://127.0.0.1:8008 -rpt-name localhost:8448 \
-//	       -den-url http://127.0.0.1:8009 -den-name localhost:8449
+//	       -den-url http://127.0.0.1:8009 -den-name localhost:8449 \
+//	       [-rpt2-url … -rpt2-name … [-rpt3-url … -rpt3-name …]]
+//
+// Group T (several servers in the same rooms) runs only with -rpt2-*; with
+// -rpt3-* as well, a third Repeater joins it.
 package main
 
 import (
@@ -386,6 +390,7 @@ func ephemeral(r gjson.Result, roomID, typ string) []gjson.Result {
 type env struct {
 	rptURL, rptName, denURL, denName string
 	rpt2URL, rpt2Name                string // second Repeater (T group); optional
+	rpt3URL, rpt3Name                string // third Repeater (T group); optional, needs rpt2
 	run                              string // unique suffix for this run
 }
 
@@ -890,6 +895,8 @@ func main() {
 	flag.StringVar(&e.denName, "den-name", "", "Dendrite server name")
 	flag.StringVar(&e.rpt2URL, "rpt2-url", "", "second Repeater's client API base URL (T group; optional)")
 	flag.StringVar(&e.rpt2Name, "rpt2-name", "", "second Repeater's server name")
+	flag.StringVar(&e.rpt3URL, "rpt3-url", "", "third Repeater's client API base URL (T group; optional, needs -rpt2-*)")
+	flag.StringVar(&e.rpt3Name, "rpt3-name", "", "third Repeater's server name")
 	flag.DurationVar(&wait, "wait", wait, "how long to poll for each federated effect")
 	flag.BoolVar(&verbose, "v", false, "log every HTTP request")
 	flag.BoolVar(&strict, "strict", false, "count known peer-server bugs (XFAIL) as failures")
@@ -919,7 +926,7 @@ func main() {
 		return false
 	}
 
-	var alice, bob, carol *client
+	var alice, bob, carol, dave *client
 	if !step("setup.register-alice@repeater", func() (string, error) {
 		var err error
 		alice, err = e.user("alice@repeater", "repeater", e.rptURL, e.rptName, "alice")
@@ -956,15 +963,18 @@ func main() {
 		backfillScenario("C2(backfill-rpt-from-den)", bob, alice, &e, *history)
 	}
 	if want("T") {
-		// Three servers: Repeater 1 (alice), Repeater 2 (carol), Dendrite (bob).
+		// Repeater 1 (alice), Repeater 2 (carol), Dendrite (bob) and, if
+		// given, Repeater 3 (dave) share the T rooms.
 		switch {
 		case e.rpt2URL == "" || e.rpt2Name == "":
 			if *only != "" {
 				skip("T", "no -rpt2-url/-rpt2-name given")
 			} else {
-				fmt.Println("note: T (three-server) group not run: no -rpt2-url/-rpt2-name")
+				fmt.Println("note: T (multi-server) group not run: no -rpt2-url/-rpt2-name")
 			}
-		case step("setup.register-carol@repeater2", func() (string, error) {
+		case (e.rpt3URL == "") != (e.rpt3Name == ""):
+			skip("T", "give both -rpt3-url and -rpt3-name, or neither")
+		case !step("setup.register-carol@repeater2", func() (string, error) {
 			var err error
 			carol, err = e.user("carol@repeater2", "repeater", e.rpt2URL, e.rpt2Name, "carol")
 			if err != nil {
@@ -972,7 +982,16 @@ func main() {
 			}
 			return carol.userID, nil
 		}):
-			threeServers(&e, alice, carol, bob, *t4History)
+		case e.rpt3URL != "" && !step("setup.register-dave@repeater3", func() (string, error) {
+			var err error
+			dave, err = e.user("dave@repeater3", "repeater", e.rpt3URL, e.rpt3Name, "dave")
+			if err != nil {
+				return "", err
+			}
+			return dave.userID, nil
+		}):
+		default:
+			groupT(&e, alice, carol, dave, bob, *t4History)
 		}
 	}
 	os.Exit(summary())

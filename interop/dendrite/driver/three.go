@@ -1,7 +1,7 @@
 package main
 
-// The "T" group: three servers in one room. R1 and R2 are Repeaters, D is
-// Dendrite. See README.md ("Three servers").
+// The "T" group: several servers in one room. R1, R2 and (when given) R3
+// are Repeaters, D is Dendrite. See README.md ("Group T").
 
 import (
 	"errors"
@@ -12,10 +12,15 @@ import (
 	"github.com/tidwall/gjson"
 )
 
-// threeServers runs T1..T4 with r1 (alice on Repeater 1), r2 (carol on
-// Repeater 2) and d (bob on Dendrite).
-func threeServers(e *env, r1, r2, d *client, history int) {
+// groupT runs T1..T4 with r1 (alice on Repeater 1), r2 (carol on
+// Repeater 2), d (bob on Dendrite) and, if r3 is not nil, r3 (dave on
+// Repeater 3). Everyone takes turns in that order: alice, carol, bob, dave.
+func groupT(e *env, r1, r2, r3, d *client, history int) {
 	all := []*client{r1, r2, d}
+	if r3 != nil {
+		all = append(all, r3)
+	}
+	n := len(all)
 
 	// ------------------------------------------------------------ T1
 	var roomID string
@@ -38,17 +43,26 @@ func threeServers(e *env, r1, r2, d *client, history int) {
 	joinedD := created && step("T1.join-den-via-r1", func() (string, error) {
 		return joinVia(d, roomID, r1.server)
 	})
-	if !created || !joinedR2 || !joinedD {
+	joinedR3 := true
+	if r3 != nil {
+		joinedR3 = created && step("T1.join-r3-via-r1", func() (string, error) {
+			return joinVia(r3, roomID, r1.server)
+		})
+	}
+	if !created || !joinedR2 || !joinedD || !joinedR3 {
 		why := "room creation failed"
 		if created {
 			why = "a join failed"
 		}
-		for _, n := range []string{"T1.joined-members-everywhere", "T2.messages-linear", "T2.same-order-everywhere", "T3.topic-by-den"} {
-			skip(n, why)
+		for _, name := range []string{"T1.joined-members-everywhere", "T2.messages-linear", "T2.same-order-everywhere", "T3.topic-by-den"} {
+			skip(name, why)
 		}
 	} else {
 		step("T1.joined-members-everywhere", func() (string, error) {
-			want := []string{r1.userID, r2.userID, d.userID}
+			var want []string
+			for _, c := range all {
+				want = append(want, c.userID)
+			}
 			sort.Strings(want)
 			var seen []string
 			for _, c := range all {
@@ -98,7 +112,11 @@ func threeServers(e *env, r1, r2, d *client, history int) {
 					k++
 				}
 			}
-			return fmt.Sprintf("%d messages, round-robin %s→%s→%s, each seen on all three servers before the next", len(sent), r1.label, r2.label, d.label), nil
+			var turn []string
+			for _, c := range all {
+				turn = append(turn, c.label)
+			}
+			return fmt.Sprintf("%d messages, round-robin %s, each seen on all %d servers before the next", len(sent), strings.Join(turn, "→"), n), nil
 		})
 		if !sentOK {
 			skip("T2.same-order-everywhere", "sending failed")
@@ -158,8 +176,12 @@ func threeServers(e *env, r1, r2, d *client, history int) {
 		}
 		return fmt.Sprintf("%s sent %d messages in %s", d.label, history, room4), nil
 	}) {
-		for _, n := range []string{"T4.join-r2-via-den", "T4.paginate-r2", "T4.join-r1-via-r2", "T4.paginate-r1", "T4.same-order-everywhere"} {
-			skip(n, "setup failed")
+		names := []string{"T4.join-r2-via-den", "T4.paginate-r2", "T4.join-r1-via-r2", "T4.paginate-r1"}
+		if r3 != nil {
+			names = append(names, "T4.join-r3-via-r2", "T4.paginate-r3")
+		}
+		for _, name := range append(names, "T4.same-order-everywhere") {
+			skip(name, "setup failed")
 		}
 		return
 	}
@@ -174,6 +196,15 @@ func threeServers(e *env, r1, r2, d *client, history int) {
 		step("T4.paginate-r1", func() (string, error) { return lateWalk(r1, room4, tag4, sent4) })
 	} else {
 		skip("T4.paginate-r1", "join failed")
+	}
+	if r3 != nil {
+		// R3 joins through R2 as well, after R1: R2 serves a second
+		// make_join/send_join, and R3 is the fourth server in the room.
+		if step("T4.join-r3-via-r2", func() (string, error) { return joinVia(r3, room4, r2.server) }) {
+			step("T4.paginate-r3", func() (string, error) { return lateWalk(r3, room4, tag4, sent4) })
+		} else {
+			skip("T4.paginate-r3", "join failed")
+		}
 	}
 	step("T4.same-order-everywhere", func() (string, error) {
 		return sameOrder(all, room4, tag4, sent4, label4)
