@@ -389,12 +389,12 @@ func (a *API) localpartFromUser(user string) (string, error) {
 
 func (a *API) logout(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())
-	return struct{}{}, a.db.DeleteDevices(r.Context(), d.Localpart, []string{d.DeviceID}, "")
+	return struct{}{}, a.removeDevices(r, d, []string{d.DeviceID}, "")
 }
 
 func (a *API) logoutAll(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())
-	return struct{}{}, a.db.DeleteDevices(r.Context(), d.Localpart, nil, "")
+	return struct{}{}, a.removeDevices(r, d, nil, "")
 }
 
 func (a *API) whoami(r *http.Request) (any, error) {
@@ -464,7 +464,7 @@ func (a *API) changePassword(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if lo := gjson.GetBytes(body, "logout_devices"); !lo.Exists() || lo.Bool() {
-		if err := a.db.DeleteDevices(r.Context(), d.Localpart, nil, d.DeviceID); err != nil {
+		if err := a.removeDevices(r, d, nil, d.DeviceID); err != nil {
 			return nil, err
 		}
 	}
@@ -553,4 +553,35 @@ func (a *API) openIDToken(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return map[string]any{"access_token": tok, "token_type": "Bearer", "matrix_server_name": a.serverName, "expires_in": lifetime}, nil
+}
+
+// removeDevices removes devices (all but keep when ids is nil) with their
+// encryption keys and pending to-device messages; users sharing a room see
+// the device-list change.
+func (a *API) removeDevices(r *http.Request, d *auth.Device, ids []string, keep string) error {
+	gone := ids
+	if gone == nil {
+		devs, err := a.db.Devices(r.Context(), d.Localpart)
+		if err != nil {
+			return err
+		}
+		for _, x := range devs {
+			if x.DeviceID != keep {
+				gone = append(gone, x.DeviceID)
+			}
+		}
+	}
+	if err := a.db.DeleteDevices(r.Context(), d.Localpart, ids, keep); err != nil {
+		return err
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	a.notify.OnUserDataPending(d.UserID)
+	pos, err := a.db.ForgetDeviceKeys(r.Context(), d.UserID, gone)
+	a.notify.OnUserEvent(d.UserID, pos)
+	if err == nil {
+		a.deviceListChanged(r.Context(), d.UserID, pos)
+	}
+	return err
 }

@@ -162,7 +162,7 @@ func (a *API) deleteDevice(r *http.Request) (any, error) {
 	if err := a.checkPasswordAuth(r, body, d); err != nil {
 		return nil, err
 	}
-	return struct{}{}, a.db.DeleteDevices(r.Context(), d.Localpart, []string{id}, "")
+	return struct{}{}, a.removeDevices(r, d, []string{id}, "")
 }
 
 // deleteDevices handles POST /delete_devices (needs UIA).
@@ -183,7 +183,7 @@ func (a *API) deleteDevices(r *http.Request) (any, error) {
 	for _, x := range ids.Array() {
 		list = append(list, x.Str)
 	}
-	return struct{}{}, a.db.DeleteDevices(r.Context(), d.Localpart, list, "")
+	return struct{}{}, a.removeDevices(r, d, list, "")
 }
 
 // Directory: aliases and the public room list.

@@ -78,6 +78,11 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 
 		c.Handle("/user/{userId}/filter", guestOK(a.postFilter)).Methods("POST")
 		c.Handle("/user/{userId}/openid/request_token", authed(a.openIDToken)).Methods("POST")
+		c.Handle("/keys/upload", authed(a.keysUpload)).Methods("POST")
+		c.Handle("/keys/query", authed(a.keysQuery)).Methods("POST")
+		c.Handle("/keys/claim", authed(a.keysClaim)).Methods("POST")
+		c.Handle("/keys/changes", authed(a.keysChanges)).Methods("GET")
+		c.Handle("/sendToDevice/{eventType}/{txnId}", authed(a.sendToDevice)).Methods("PUT")
 		c.Handle("/user/{userId}/filter/{filterId}", guestOK(a.getFilter)).Methods("GET")
 		c.Handle("/user/{userId}/rooms/{roomId}/tags", authed(a.getTags)).Methods("GET")
 		c.Handle("/user/{userId}/rooms/{roomId}/tags/{tag}", authed(a.changeTag(true))).Methods("PUT")

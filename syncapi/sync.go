@@ -65,6 +65,7 @@ type syncResponse struct {
 	ToDevice    map[string]any `json:"to_device"`
 	DeviceLists map[string]any `json:"device_lists"`
 	OTKCounts   map[string]int `json:"device_one_time_keys_count"`
+	Fallback    []string       `json:"device_unused_fallback_key_types"`
 	empty       bool
 }
 
@@ -458,7 +459,73 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 			}
 		}
 	}
+	if err := s.e2ee(ctx, req, resp, since, joinedRooms); err != nil {
+		return nil, err
+	}
 	return resp, nil
+}
+
+// e2ee fills the encryption parts of a sync (spec: "End-to-End Encryption"):
+// to-device messages for this device (those before since are acknowledged
+// and deleted), device-list changes of users sharing a room, one-time key
+// counts and unused fallback key types.
+func (s *Sync) e2ee(ctx context.Context, req *syncRequest, resp *syncResponse, since Token, joinedRooms []string) error {
+	d := req.dev
+	if req.since != nil && since.Pos > 0 {
+		if err := s.db.AckToDevice(ctx, d.UserID, d.DeviceID, since.Pos); err != nil {
+			return err
+		}
+	}
+	if req.since == nil || s.notifier.idx.userChanged(d.UserID, since.Pos) {
+		msgs, err := s.db.ToDeviceSince(ctx, d.UserID, d.DeviceID, since.Pos, req.to.Pos, 100000)
+		if err != nil {
+			return err
+		}
+		evs := make([]any, 0, len(msgs))
+		for _, m := range msgs {
+			evs = append(evs, map[string]any{"type": m.Type, "sender": m.Sender, "content": json.RawMessage(m.Content)})
+		}
+		if len(evs) > 0 {
+			resp.ToDevice["events"] = evs
+			resp.empty = false
+		}
+		if req.since != nil {
+			users := map[string]bool{d.UserID: true}
+			for _, roomID := range joinedRooms {
+				members, _ := s.rs.MembersWith(ctx, roomID, spec.Join)
+				for _, m := range members {
+					users[m] = true
+				}
+			}
+			list := make([]string, 0, len(users))
+			for u := range users {
+				list = append(list, u)
+			}
+			changed, err := s.db.DeviceListChanges(ctx, list, since.Pos, req.to.Pos)
+			if err != nil {
+				return err
+			}
+			if len(changed) > 0 {
+				sort.Strings(changed)
+				resp.DeviceLists["changed"] = changed
+				resp.empty = false
+			}
+		}
+	}
+	counts, err := s.db.OneTimeKeyCounts(ctx, d.UserID, d.DeviceID)
+	if err != nil {
+		return err
+	}
+	resp.OTKCounts = counts
+	fb, err := s.db.UnusedFallbackKeyTypes(ctx, d.UserID, d.DeviceID)
+	if err != nil {
+		return err
+	}
+	if fb == nil {
+		fb = []string{}
+	}
+	resp.Fallback = fb
+	return nil
 }
 
 func (s *Sync) emptyJoinedRoom() roomResp {

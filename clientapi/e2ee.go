@@ -1,0 +1,304 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+
+	"repeater/internal/auth"
+	"repeater/internal/httputil"
+	"repeater/roomserver"
+	"repeater/storage"
+)
+
+// End-to-end encryption endpoints (spec: "End-to-End Encryption", "Send-to-
+// Device messaging"). The server stores and relays keys; it decrypts
+// nothing.
+
+// keysUpload handles POST /keys/upload.
+func (a *API) keysUpload(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	body, err := httputil.ReadBody(r, httputil.MaxBody, true)
+	if err != nil {
+		return nil, err
+	}
+	var up storage.KeyUpload
+	if dk := gjson.GetBytes(body, "device_keys"); dk.Exists() {
+		if !dk.IsObject() || dk.Get("user_id").Str != d.UserID || dk.Get("device_id").Str != d.DeviceID {
+			return nil, httputil.BadJSON("device_keys must be an object for this user and device")
+		}
+		up.DeviceKeys = []byte(dk.Raw)
+	}
+	for field, dst := range map[string]*map[string][]byte{"one_time_keys": &up.OneTimeKeys, "fallback_keys": &up.FallbackKeys} {
+		v := gjson.GetBytes(body, field)
+		if !v.Exists() {
+			continue
+		}
+		if !v.IsObject() {
+			return nil, httputil.BadJSON(field + " must be an object")
+		}
+		*dst = map[string][]byte{}
+		v.ForEach(func(id, key gjson.Result) bool {
+			(*dst)[id.Str] = []byte(key.Raw)
+			return true
+		})
+	}
+	if up.DeviceKeys != nil {
+		a.notify.OnUserDataPending(d.UserID)
+	}
+	pos, err := a.db.UploadKeys(r.Context(), d.UserID, d.DeviceID, up)
+	if up.DeviceKeys != nil {
+		a.notify.OnUserEvent(d.UserID, pos)
+		if err == nil {
+			a.deviceListChanged(r.Context(), d.UserID, pos)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	counts, err := a.db.OneTimeKeyCounts(r.Context(), d.UserID, d.DeviceID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"one_time_key_counts": counts}, nil
+}
+
+// deviceListChanged wakes everyone sharing a room with userID, whose next
+// sync lists the change.
+func (a *API) deviceListChanged(ctx context.Context, userID string, pos int64) {
+	rooms, err := a.db.RoomsByMembership(ctx, userID, spec.Join)
+	if err != nil {
+		return
+	}
+	seen := map[string]bool{userID: true}
+	for _, room := range rooms {
+		members, _ := a.rs.MembersWith(ctx, room, spec.Join)
+		for _, m := range members {
+			if !seen[m] && roomserver.ServerOf(m) == a.serverName {
+				seen[m] = true
+				a.notify.OnUserEvent(m, pos)
+			}
+		}
+	}
+}
+
+// keysQuery handles POST /keys/query: our users' device keys, with the
+// devices' display names.
+func (a *API) keysQuery(r *http.Request) (any, error) {
+	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
+	if err != nil {
+		return nil, err
+	}
+	want := gjson.GetBytes(body, "device_keys")
+	if !want.IsObject() {
+		return nil, httputil.BadJSON("device_keys must be an object")
+	}
+	out := map[string]any{}
+	failures := map[string]any{}
+	want.ForEach(func(user, devs gjson.Result) bool {
+		uid, err := spec.NewUserID(user.Str, true)
+		if err != nil {
+			return true
+		}
+		if string(uid.Domain()) != a.serverName {
+			failures[string(uid.Domain())] = map[string]any{"status": 503, "message": "Keys of other servers' users are not fetched yet"}
+			return true
+		}
+		keys, err := a.db.DeviceKeysOf(r.Context(), []string{user.Str})
+		if err != nil {
+			return true
+		}
+		only := map[string]bool{}
+		for _, d := range devs.Array() {
+			only[d.Str] = true
+		}
+		names := map[string]string{}
+		if ds, err := a.db.Devices(r.Context(), uid.Local()); err == nil {
+			for _, d := range ds {
+				names[d.DeviceID] = d.DisplayName
+			}
+		}
+		m := map[string]any{}
+		for dev, js := range keys[user.Str] {
+			if len(only) > 0 && !only[dev] {
+				continue
+			}
+			var k map[string]any
+			if json.Unmarshal(js, &k) != nil {
+				continue
+			}
+			if n := names[dev]; n != "" {
+				unsigned, _ := k["unsigned"].(map[string]any)
+				if unsigned == nil {
+					unsigned = map[string]any{}
+				}
+				unsigned["device_display_name"] = n
+				k["unsigned"] = unsigned
+			}
+			m[dev] = k
+		}
+		out[user.Str] = m
+		return true
+	})
+	return map[string]any{"device_keys": out, "failures": failures}, nil
+}
+
+// keysClaim handles POST /keys/claim: one one-time key (or the fallback
+// key) per device asked for.
+func (a *API) keysClaim(r *http.Request) (any, error) {
+	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
+	if err != nil {
+		return nil, err
+	}
+	want := gjson.GetBytes(body, "one_time_keys")
+	if !want.IsObject() {
+		return nil, httputil.BadJSON("one_time_keys must be an object")
+	}
+	out := map[string]any{}
+	failures := map[string]any{}
+	var err2 error
+	want.ForEach(func(user, devs gjson.Result) bool {
+		if roomserver.ServerOf(user.Str) != a.serverName {
+			failures[roomserver.ServerOf(user.Str)] = map[string]any{"status": 503, "message": "Keys of other servers' users are not fetched yet"}
+			return true
+		}
+		m := map[string]any{}
+		devs.ForEach(func(dev, alg gjson.Result) bool {
+			id, key, err := a.db.ClaimKey(r.Context(), user.Str, dev.Str, alg.Str)
+			if err != nil {
+				err2 = err
+				return false
+			}
+			if id != "" {
+				m[dev.Str] = map[string]any{id: json.RawMessage(key)}
+			}
+			return true
+		})
+		out[user.Str] = m
+		return err2 == nil
+	})
+	if err2 != nil {
+		return nil, err2
+	}
+	return map[string]any{"one_time_keys": out, "failures": failures}, nil
+}
+
+// keysChanges handles GET /keys/changes?from=&to=: users sharing a room
+// with us whose device lists changed between two sync tokens.
+func (a *API) keysChanges(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	from, ok1 := parseStreamToken(r.URL.Query().Get("from"))
+	to, ok2 := parseStreamToken(r.URL.Query().Get("to"))
+	if !ok1 || !ok2 {
+		return nil, httputil.InvalidParam("from and to must be sync tokens")
+	}
+	users, err := a.sharingUsers(r.Context(), d.UserID)
+	if err != nil {
+		return nil, err
+	}
+	changed, err := a.db.DeviceListChanges(r.Context(), users, from, to)
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(changed)
+	if changed == nil {
+		changed = []string{}
+	}
+	return map[string]any{"changed": changed, "left": []string{}}, nil
+}
+
+// sharingUsers lists the user and everyone sharing a joined room with them.
+func (a *API) sharingUsers(ctx context.Context, userID string) ([]string, error) {
+	rooms, err := a.db.RoomsByMembership(ctx, userID, spec.Join)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{userID: true}
+	out := []string{userID}
+	for _, room := range rooms {
+		members, _ := a.rs.MembersWith(ctx, room, spec.Join)
+		for _, m := range members {
+			if !seen[m] {
+				seen[m] = true
+				out = append(out, m)
+			}
+		}
+	}
+	return out, nil
+}
+
+// parseStreamToken reads the stream position of a sync token "s<pos>_<epos>".
+func parseStreamToken(s string) (int64, bool) {
+	if len(s) < 2 || s[0] != 's' {
+		return 0, false
+	}
+	var pos int64
+	for i := 1; i < len(s) && s[i] != '_'; i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		pos = pos*10 + int64(s[i]-'0')
+	}
+	return pos, true
+}
+
+// sendToDevice handles PUT /sendToDevice/{eventType}/{txnId} for our users'
+// devices ("*" means all of a user's devices).
+func (a *API) sendToDevice(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	v := vars(r)
+	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
+	if err != nil {
+		return nil, err
+	}
+	// Idempotent per device and transaction ID, like room sends.
+	txnKey := "todevice:" + v["txnId"]
+	if _, err := a.db.TxnEventID(r.Context(), d.Localpart, d.DeviceID, txnKey); err == nil {
+		return struct{}{}, nil
+	}
+	msgs := gjson.GetBytes(body, "messages")
+	if !msgs.IsObject() {
+		return nil, httputil.BadJSON("messages must be an object")
+	}
+	var out []storage.ToDeviceMessage
+	targets := map[string]bool{}
+	msgs.ForEach(func(user, devs gjson.Result) bool {
+		uid, err := spec.NewUserID(user.Str, true)
+		if err != nil || string(uid.Domain()) != a.serverName {
+			return true // other servers' devices: not relayed yet
+		}
+		devs.ForEach(func(dev, content gjson.Result) bool {
+			ids := []string{dev.Str}
+			if dev.Str == "*" {
+				ids = nil
+				if ds, err := a.db.Devices(r.Context(), uid.Local()); err == nil {
+					for _, x := range ds {
+						ids = append(ids, x.DeviceID)
+					}
+				}
+			}
+			for _, id := range ids {
+				out = append(out, storage.ToDeviceMessage{UserID: user.Str, DeviceID: id, Sender: d.UserID, Type: v["eventType"], Content: []byte(content.Raw)})
+				targets[user.Str] = true
+			}
+			return true
+		})
+		return true
+	})
+	for u := range targets {
+		a.notify.OnUserDataPending(u)
+	}
+	pos, err := a.db.PutToDevice(r.Context(), out)
+	for u := range targets {
+		a.notify.OnUserEvent(u, pos)
+	}
+	if err != nil {
+		return nil, err
+	}
+	_ = a.db.RecordTxnID(r.Context(), d.Localpart, d.DeviceID, txnKey)
+	return struct{}{}, nil
+}

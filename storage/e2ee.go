@@ -1,0 +1,236 @@
+package storage
+
+import (
+	"context"
+	"strings"
+)
+
+// KeyUpload is what one device uploads to keys/upload.
+type KeyUpload struct {
+	DeviceKeys   []byte            // nil: unchanged
+	OneTimeKeys  map[string][]byte // "algorithm:id" -> key JSON
+	FallbackKeys map[string][]byte // "algorithm:id" -> key JSON
+}
+
+// UploadKeys stores a device's keys; a change to its device keys is a
+// device-list change of the user (returned position, 0 if none).
+func (db *DB) UploadKeys(ctx context.Context, userID, deviceID string, up KeyUpload) (int64, error) {
+	n := 0
+	if up.DeviceKeys != nil {
+		n = 1
+	}
+	pos, err := db.WritePos(ctx, n, func(tx *Tx) error {
+		if up.DeviceKeys != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO device_keys (user_id, device_id, key_json) VALUES ($1, $2, $3)
+				ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json`, userID, deviceID, string(up.DeviceKeys)); err != nil {
+				return err
+			}
+			if err := markDeviceListChange(ctx, tx, userID, tx.Positions()[0]); err != nil {
+				return err
+			}
+		}
+		for id, js := range up.OneTimeKeys {
+			alg, _, _ := strings.Cut(id, ":")
+			if _, err := tx.ExecContext(ctx, `INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, key_json) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT DO NOTHING`, userID, deviceID, id, alg, string(js)); err != nil {
+				return err
+			}
+		}
+		for id, js := range up.FallbackKeys {
+			alg, _, _ := strings.Cut(id, ":")
+			if _, err := tx.ExecContext(ctx, `INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key_json, used) VALUES ($1, $2, $3, $4, $5, 0)
+				ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET key_id = excluded.key_id, key_json = excluded.key_json, used = 0`,
+				userID, deviceID, alg, id, string(js)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	return pos[0], nil
+}
+
+func markDeviceListChange(ctx context.Context, tx *Tx, userID string, pos int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)
+		ON CONFLICT (user_id) DO UPDATE SET stream_pos = excluded.stream_pos`, userID, pos)
+	return err
+}
+
+// OneTimeKeyCounts counts a device's unclaimed one-time keys by algorithm.
+func (db *DB) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error) {
+	rows, err := db.R().QueryContext(ctx, `SELECT algorithm, COUNT(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm`, userID, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var alg string
+		var n int
+		if err := rows.Scan(&alg, &n); err != nil {
+			return nil, err
+		}
+		out[alg] = n
+	}
+	return out, rows.Err()
+}
+
+// UnusedFallbackKeyTypes lists the algorithms of a device's unused fallback keys.
+func (db *DB) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error) {
+	return queryStrings(ctx, db.R(), `SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND used = 0 ORDER BY algorithm`, userID, deviceID)
+}
+
+// DeviceKeysOf returns the uploaded device keys of users' devices:
+// user -> device -> key JSON.
+func (db *DB) DeviceKeysOf(ctx context.Context, userIDs []string) (map[string]map[string][]byte, error) {
+	out := map[string]map[string][]byte{}
+	for _, u := range userIDs {
+		rows, err := db.R().QueryContext(ctx, `SELECT device_id, key_json FROM device_keys WHERE user_id = $1`, u)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var dev, js string
+			if err := rows.Scan(&dev, &js); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if out[u] == nil {
+				out[u] = map[string][]byte{}
+			}
+			out[u][dev] = []byte(js)
+		}
+		rows.Close()
+	}
+	return out, nil
+}
+
+// ClaimKey takes one one-time key of an algorithm from a device, or its
+// fallback key (which stays, marked used) when none is left.
+func (db *DB) ClaimKey(ctx context.Context, userID, deviceID, algorithm string) (keyID string, key []byte, err error) {
+	err = db.Write(ctx, func(tx *Tx) error {
+		var js string
+		e := tx.QueryRowContext(ctx, `SELECT key_id, key_json FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 ORDER BY key_id LIMIT 1`,
+			userID, deviceID, algorithm).Scan(&keyID, &js)
+		if e == nil {
+			key = []byte(js)
+			_, e = tx.ExecContext(ctx, `DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND key_id = $3`, userID, deviceID, keyID)
+			return e
+		}
+		if mapErr(e) != ErrNotFound {
+			return e
+		}
+		e = tx.QueryRowContext(ctx, `SELECT key_id, key_json FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3`,
+			userID, deviceID, algorithm).Scan(&keyID, &js)
+		if e != nil {
+			keyID = ""
+			return nil // nothing to claim
+		}
+		key = []byte(js)
+		_, e = tx.ExecContext(ctx, `UPDATE fallback_keys SET used = 1 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3`, userID, deviceID, algorithm)
+		return e
+	})
+	return keyID, key, err
+}
+
+// ToDeviceMessage is a message for one device.
+type ToDeviceMessage struct {
+	StreamPos                int64
+	UserID, DeviceID, Sender string
+	Type                     string
+	Content                  []byte
+}
+
+// PutToDevice stores messages for devices, each at its own stream position.
+func (db *DB) PutToDevice(ctx context.Context, msgs []ToDeviceMessage) (int64, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	pos, err := db.WritePos(ctx, len(msgs), func(tx *Tx) error {
+		for i, m := range msgs {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO to_device (stream_pos, user_id, device_id, sender, type, content) VALUES ($1, $2, $3, $4, $5, $6)`,
+				tx.Positions()[i], m.UserID, m.DeviceID, m.Sender, m.Type, string(m.Content)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return pos[len(pos)-1], nil
+}
+
+// ToDeviceSince returns a device's messages in (from, to], oldest first.
+func (db *DB) ToDeviceSince(ctx context.Context, userID, deviceID string, from, to int64, limit int) ([]ToDeviceMessage, error) {
+	rows, err := db.R().QueryContext(ctx, `SELECT stream_pos, sender, type, content FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos > $3 AND stream_pos <= $4
+		ORDER BY stream_pos LIMIT $5`, userID, deviceID, from, to, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []ToDeviceMessage
+	for rows.Next() {
+		m := ToDeviceMessage{UserID: userID, DeviceID: deviceID}
+		var c string
+		if err := rows.Scan(&m.StreamPos, &m.Sender, &m.Type, &c); err != nil {
+			return nil, err
+		}
+		m.Content = []byte(c)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// AckToDevice deletes a device's messages up to pos (its sync moved past them).
+func (db *DB) AckToDevice(ctx context.Context, userID, deviceID string, pos int64) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3`, userID, deviceID, pos)
+		return err
+	})
+}
+
+// DeviceListChanges returns which of users changed their device lists in (from, to].
+func (db *DB) DeviceListChanges(ctx context.Context, userIDs []string, from, to int64) ([]string, error) {
+	var out []string
+	for len(userIDs) > 0 {
+		n := min(len(userIDs), 400)
+		args := []any{from, to}
+		for _, u := range userIDs[:n] {
+			args = append(args, u)
+		}
+		got, err := queryStrings(ctx, db.R(), `SELECT user_id FROM device_list_changes WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id IN (`+inList(3, n)+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+		userIDs = userIDs[n:]
+	}
+	return out, nil
+}
+
+// ForgetDeviceKeys removes a deleted device's keys and messages and records
+// the device-list change.
+func (db *DB) ForgetDeviceKeys(ctx context.Context, userID string, deviceIDs []string) (int64, error) {
+	pos, err := db.WritePos(ctx, 1, func(tx *Tx) error {
+		for _, d := range deviceIDs {
+			for _, t := range []string{"device_keys", "one_time_keys", "fallback_keys", "to_device"} {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM `+t+` WHERE user_id = $1 AND device_id = $2`, userID, d); err != nil {
+					return err
+				}
+			}
+		}
+		return markDeviceListChange(ctx, tx, userID, tx.Positions()[0])
+	})
+	if err != nil {
+		return 0, err
+	}
+	return pos[0], nil
+}
+
+// RecordTxnID remembers that a transaction ID was used (no event).
+func (db *DB) RecordTxnID(ctx context.Context, localpart, deviceID, txnID string) error {
+	return db.Write(ctx, func(tx *Tx) error { return tx.RecordTxn(ctx, localpart, deviceID, txnID, "") })
+}
