@@ -582,6 +582,11 @@ func (a *API) removeDevices(r *http.Request, d *auth.Device, ids []string, keep 
 	a.notify.OnUserEvent(d.UserID, pos)
 	if err == nil {
 		a.deviceListChanged(r.Context(), d.UserID, pos)
+		if a.remote != nil {
+			for _, id := range gone {
+				a.remote.DeviceListChanged(r.Context(), d.UserID, id, pos, true, nil)
+			}
+		}
 	}
 	return err
 }

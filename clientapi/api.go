@@ -48,6 +48,10 @@ type RemoteRooms interface {
 	QueryProfile(ctx context.Context, userID, field string) (map[string]any, error)
 	PublicRooms(ctx context.Context, server string, limit int64, since, filter string) (any, error)
 	KnockRemote(ctx context.Context, roomID, userID string, servers []string, reason string) error
+	QueryKeys(ctx context.Context, server string, users map[string][]string) (json.RawMessage, error)
+	ClaimKeys(ctx context.Context, server string, want map[string]map[string]string) (json.RawMessage, error)
+	SendToDevice(ctx context.Context, server, sender, evType, messageID string, messages map[string]map[string]json.RawMessage)
+	DeviceListChanged(ctx context.Context, userID, deviceID string, streamID int64, deleted bool, keys json.RawMessage)
 	Hierarchy(ctx context.Context, roomID string, servers []string, suggestedOnly bool) (map[string]any, []roomserver.SpaceChild, error)
 }
 

@@ -55,6 +55,9 @@ func (a *API) keysUpload(r *http.Request) (any, error) {
 		a.notify.OnUserEvent(d.UserID, pos)
 		if err == nil {
 			a.deviceListChanged(r.Context(), d.UserID, pos)
+			if a.remote != nil {
+				a.remote.DeviceListChanged(r.Context(), d.UserID, d.DeviceID, pos, false, up.DeviceKeys)
+			}
 		}
 	}
 	if err != nil {
@@ -99,13 +102,24 @@ func (a *API) keysQuery(r *http.Request) (any, error) {
 	}
 	out := map[string]any{}
 	failures := map[string]any{}
+	remote := map[string]map[string][]string{} // server -> user -> devices
 	want.ForEach(func(user, devs gjson.Result) bool {
 		uid, err := spec.NewUserID(user.Str, true)
 		if err != nil {
 			return true
 		}
 		if string(uid.Domain()) != a.serverName {
-			failures[string(uid.Domain())] = map[string]any{"status": 503, "message": "Keys of other servers' users are not fetched yet"}
+			var devices []string
+			for _, d := range devs.Array() {
+				devices = append(devices, d.Str)
+			}
+			if devices == nil {
+				devices = []string{}
+			}
+			if remote[string(uid.Domain())] == nil {
+				remote[string(uid.Domain())] = map[string][]string{}
+			}
+			remote[string(uid.Domain())][user.Str] = devices
 			return true
 		}
 		keys, err := a.db.DeviceKeysOf(r.Context(), []string{user.Str})
@@ -144,6 +158,23 @@ func (a *API) keysQuery(r *http.Request) (any, error) {
 		out[user.Str] = m
 		return true
 	})
+	// Other servers' users: asked of their servers, keys passed on as signed.
+	for srv, users := range remote {
+		if a.remote == nil {
+			break
+		}
+		res, err := a.remote.QueryKeys(r.Context(), srv, users)
+		if err != nil {
+			failures[srv] = map[string]any{"status": 503, "message": err.Error()}
+			continue
+		}
+		gjson.ParseBytes(res).ForEach(func(user, devs gjson.Result) bool {
+			if roomserver.ServerOf(user.Str) == srv {
+				out[user.Str] = json.RawMessage(devs.Raw)
+			}
+			return true
+		})
+	}
 	return map[string]any{"device_keys": out, "failures": failures}, nil
 }
 
@@ -160,10 +191,16 @@ func (a *API) keysClaim(r *http.Request) (any, error) {
 	}
 	out := map[string]any{}
 	failures := map[string]any{}
+	remote := map[string]map[string]map[string]string{}
 	var err2 error
 	want.ForEach(func(user, devs gjson.Result) bool {
-		if roomserver.ServerOf(user.Str) != a.serverName {
-			failures[roomserver.ServerOf(user.Str)] = map[string]any{"status": 503, "message": "Keys of other servers' users are not fetched yet"}
+		if srv := roomserver.ServerOf(user.Str); srv != a.serverName {
+			if remote[srv] == nil {
+				remote[srv] = map[string]map[string]string{}
+			}
+			m := map[string]string{}
+			devs.ForEach(func(dev, alg gjson.Result) bool { m[dev.Str] = alg.Str; return true })
+			remote[srv][user.Str] = m
 			return true
 		}
 		m := map[string]any{}
@@ -183,6 +220,22 @@ func (a *API) keysClaim(r *http.Request) (any, error) {
 	})
 	if err2 != nil {
 		return nil, err2
+	}
+	for srv, want := range remote {
+		if a.remote == nil {
+			break
+		}
+		res, err := a.remote.ClaimKeys(r.Context(), srv, want)
+		if err != nil {
+			failures[srv] = map[string]any{"status": 503, "message": err.Error()}
+			continue
+		}
+		gjson.ParseBytes(res).ForEach(func(user, devs gjson.Result) bool {
+			if roomserver.ServerOf(user.Str) == srv {
+				out[user.Str] = json.RawMessage(devs.Raw)
+			}
+			return true
+		})
 	}
 	return map[string]any{"one_time_keys": out, "failures": failures}, nil
 }
@@ -266,10 +319,20 @@ func (a *API) sendToDevice(r *http.Request) (any, error) {
 	}
 	var out []storage.ToDeviceMessage
 	targets := map[string]bool{}
+	remote := map[string]map[string]map[string]json.RawMessage{} // server -> user -> device -> content
 	msgs.ForEach(func(user, devs gjson.Result) bool {
 		uid, err := spec.NewUserID(user.Str, true)
-		if err != nil || string(uid.Domain()) != a.serverName {
-			return true // other servers' devices: not relayed yet
+		if err != nil {
+			return true
+		}
+		if srv := string(uid.Domain()); srv != a.serverName {
+			if remote[srv] == nil {
+				remote[srv] = map[string]map[string]json.RawMessage{}
+			}
+			m := map[string]json.RawMessage{}
+			devs.ForEach(func(dev, content gjson.Result) bool { m[dev.Str] = json.RawMessage(content.Raw); return true })
+			remote[srv][user.Str] = m
+			return true
 		}
 		devs.ForEach(func(dev, content gjson.Result) bool {
 			ids := []string{dev.Str}
@@ -298,6 +361,11 @@ func (a *API) sendToDevice(r *http.Request) (any, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	for srv, msgs := range remote {
+		if a.remote != nil {
+			a.remote.SendToDevice(r.Context(), srv, d.UserID, v["eventType"], d.DeviceID+"_"+v["txnId"], msgs)
+		}
 	}
 	_ = a.db.RecordTxnID(r.Context(), d.Localpart, d.DeviceID, txnKey)
 	return struct{}{}, nil

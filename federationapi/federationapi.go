@@ -36,6 +36,11 @@ type EDUReceiver interface {
 	RemotePresence(userID, presence, statusMsg string, lastActiveAgo int64, currentlyActive bool)
 	// PresenceOf is a local user's current presence content.
 	PresenceOf(userID string) map[string]any
+	// RemoteToDevice delivers a to-device message for a local device ("*":
+	// all of the user's devices).
+	RemoteToDevice(sender, evType, userID, deviceID string, content []byte)
+	// RemoteDeviceListChanged records that a remote user's devices changed.
+	RemoteDeviceListChanged(userID string)
 }
 
 // API is the federation API and sender.

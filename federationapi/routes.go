@@ -40,6 +40,9 @@ func (a *API) Routes(root *mux.Router) {
 	v1.Handle("/get_missing_events/{roomId}", a.authed(a.missingEvents)).Methods(http.MethodPost)
 	v1.Handle("/hierarchy/{roomId}", a.authed(a.hierarchy)).Methods(http.MethodGet)
 	v1.Handle("/publicRooms", a.authed(a.publicRooms)).Methods(http.MethodGet, http.MethodPost)
+	v1.Handle("/user/keys/query", a.authed(a.userKeysQuery)).Methods(http.MethodPost)
+	v1.Handle("/user/keys/claim", a.authed(a.userKeysClaim)).Methods(http.MethodPost)
+	v1.Handle("/user/devices/{userId}", a.authed(a.userDevices)).Methods(http.MethodGet)
 	v1.Handle("/query/profile", a.authed(a.queryProfile)).Methods(http.MethodGet)
 	v1.Handle("/query/directory", a.authed(a.queryDirectory)).Methods(http.MethodGet)
 }

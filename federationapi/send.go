@@ -332,6 +332,24 @@ func (a *API) receiveEDU(origin spec.ServerName, edu gjson.Result) {
 			})
 			return true
 		})
+	case "m.direct_to_device":
+		sender := content.Get("sender").Str
+		if !fromOrigin(sender) {
+			return
+		}
+		content.Get("messages").ForEach(func(user, devs gjson.Result) bool {
+			if roomserver.ServerOf(user.Str) == string(a.serverName) {
+				devs.ForEach(func(dev, c gjson.Result) bool {
+					a.edus.RemoteToDevice(sender, content.Get("type").Str, user.Str, dev.Str, []byte(c.Raw))
+					return true
+				})
+			}
+			return true
+		})
+	case "m.device_list_update":
+		if u := content.Get("user_id").Str; fromOrigin(u) {
+			a.edus.RemoteDeviceListChanged(u)
+		}
 	case "m.presence":
 		for _, p := range content.Get("push").Array() {
 			u := p.Get("user_id").Str

@@ -234,3 +234,12 @@ func (db *DB) ForgetDeviceKeys(ctx context.Context, userID string, deviceIDs []s
 func (db *DB) RecordTxnID(ctx context.Context, localpart, deviceID, txnID string) error {
 	return db.Write(ctx, func(tx *Tx) error { return tx.RecordTxn(ctx, localpart, deviceID, txnID, "") })
 }
+
+// MarkDeviceListChange records that a (remote) user's devices changed.
+func (db *DB) MarkDeviceListChange(ctx context.Context, userID string) (int64, error) {
+	pos, err := db.WritePos(ctx, 1, func(tx *Tx) error { return markDeviceListChange(ctx, tx, userID, tx.Positions()[0]) })
+	if err != nil {
+		return 0, err
+	}
+	return pos[0], nil
+}

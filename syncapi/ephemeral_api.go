@@ -3,6 +3,7 @@ package syncapi
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -261,4 +262,64 @@ func (s *Sync) RemotePresence(userID, presence, statusMsg string, lastActiveAgo 
 func (s *Sync) PresenceOf(userID string) map[string]any {
 	c, _ := s.eph.presenceOf(userID)
 	return c
+}
+
+// RemoteToDevice stores a to-device message from another server for a
+// local device ("*": every device of the user) and wakes its sync.
+func (s *Sync) RemoteToDevice(sender, evType, userID, deviceID string, content []byte) {
+	ctx := context.Background()
+	ids := []string{deviceID}
+	if deviceID == "*" {
+		ids = nil
+		lp, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+		if ds, err := s.db.Devices(ctx, lp); err == nil {
+			for _, d := range ds {
+				ids = append(ids, d.DeviceID)
+			}
+		}
+	}
+	var msgs []storage.ToDeviceMessage
+	for _, id := range ids {
+		msgs = append(msgs, storage.ToDeviceMessage{UserID: userID, DeviceID: id, Sender: sender, Type: evType, Content: content})
+	}
+	if len(msgs) == 0 {
+		return
+	}
+	s.notifier.OnUserDataPending(userID)
+	pos, err := s.db.PutToDevice(ctx, msgs)
+	if err != nil {
+		pos = 0
+	}
+	s.notifier.OnUserEvent(userID, pos)
+}
+
+// RemoteDeviceListChanged records a remote user's device change and wakes
+// the local users who share a room with them.
+func (s *Sync) RemoteDeviceListChanged(userID string) {
+	ctx := context.Background()
+	rooms, err := s.db.RoomsByMembership(ctx, userID, spec.Join)
+	if err != nil {
+		return
+	}
+	var locals []string
+	seen := map[string]bool{}
+	for _, room := range rooms {
+		members, _ := s.rs.MembersWith(ctx, room, spec.Join)
+		for _, m := range members {
+			if !seen[m] && s.isLocal(m) {
+				seen[m] = true
+				locals = append(locals, m)
+			}
+		}
+	}
+	for _, u := range locals {
+		s.notifier.OnUserDataPending(u)
+	}
+	pos, err := s.db.MarkDeviceListChange(ctx, userID)
+	if err != nil {
+		pos = 0
+	}
+	for _, u := range locals {
+		s.notifier.OnUserEvent(u, pos)
+	}
 }

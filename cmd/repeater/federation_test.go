@@ -460,3 +460,52 @@ func TestFederationNotary(t *testing.T) {
 	srv[1].stop()
 	check()
 }
+
+// End-to-end encryption between two servers: device-list changes, key
+// queries and claims, and to-device messages cross over federation, the
+// keys exactly as their owner signed them.
+func TestFederationE2EE(t *testing.T) {
+	srv := fedNet(t, 2)
+	alice := srv[0].register("alice")
+	bob := srv[1].register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name=s0.test", map[string]any{})
+	bobDev := bob.must("GET", "/_matrix/client/v3/account/whoami", nil).Get("device_id").Str
+	since := alice.must("GET", "/_matrix/client/v3/sync", nil).Get("next_batch").Str
+	deviceKeys := map[string]any{"user_id": bob.userID, "device_id": bobDev, "algorithms": []string{"m.olm.v1.curve25519-aes-sha2"},
+		"keys": map[string]any{"ed25519:" + bobDev: "edkey"}, "signatures": map[string]any{bob.userID: map[string]any{"ed25519:" + bobDev: "sig"}}}
+	bob.must("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": deviceKeys,
+		"one_time_keys": map[string]any{"signed_curve25519:AAAA": map[string]any{"key": "otk"}}})
+	eventually(t, "bob's device change in alice's sync", func() bool {
+		s := alice.must("GET", "/_matrix/client/v3/sync?timeout=1000&since="+url.QueryEscape(since), nil)
+		for _, u := range s.Get("device_lists.changed").Array() {
+			if u.Str == bob.userID {
+				return true
+			}
+		}
+		if nb := s.Get("next_batch").Str; nb != "" {
+			since = nb
+		}
+		return false
+	})
+	q := alice.must("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{bob.userID: []string{}}})
+	k := q.Get("device_keys." + gjson.Escape(bob.userID) + "." + bobDev)
+	if k.Get("keys.ed25519:"+bobDev).Str != "edkey" || k.Get("signatures."+gjson.Escape(bob.userID)+".ed25519:"+bobDev).Str != "sig" {
+		t.Fatalf("remote key query: %s", q.Raw)
+	}
+	c := alice.must("POST", "/_matrix/client/v3/keys/claim", map[string]any{"one_time_keys": map[string]any{bob.userID: map[string]any{bobDev: "signed_curve25519"}}})
+	if c.Get("one_time_keys."+gjson.Escape(bob.userID)+"."+bobDev+".signed_curve25519:AAAA.key").Str != "otk" {
+		t.Fatalf("remote key claim: %s", c.Raw)
+	}
+	bobSince := bob.must("GET", "/_matrix/client/v3/sync", nil).Get("next_batch").Str
+	alice.must("PUT", "/_matrix/client/v3/sendToDevice/m.room.encrypted/x1", map[string]any{"messages": map[string]any{bob.userID: map[string]any{bobDev: map[string]any{"ciphertext": "secret"}}}})
+	eventually(t, "alice's to-device message on bob's device", func() bool {
+		s := bob.must("GET", "/_matrix/client/v3/sync?timeout=1000&since="+url.QueryEscape(bobSince), nil)
+		for _, e := range s.Get("to_device.events").Array() {
+			if e.Get("sender").Str == alice.userID && e.Get("content.ciphertext").Str == "secret" {
+				return true
+			}
+		}
+		return false
+	})
+}
