@@ -63,6 +63,12 @@ type DB struct {
 	rstmts map[string]*sql.Stmt
 
 	tokens *tokenCache // access-token hash -> device
+
+	kcMu  sync.Mutex
+	kc    map[string]keyCounts // user|device -> key counts (see DeviceKeyCounts)
+	kcGen uint64
+	// tdPending: devices that may hold to-device messages (absent: unknown).
+	tdPending map[string]bool
 }
 
 // stmt returns a cached prepared statement for query on pool p.

@@ -15,6 +15,7 @@ type KeyUpload struct {
 // UploadKeys stores a device's keys; a change to its device keys is a
 // device-list change of the user (returned position, 0 if none).
 func (db *DB) UploadKeys(ctx context.Context, userID, deviceID string, up KeyUpload) (int64, error) {
+	defer db.bumpKeyCounts(userID, deviceID)
 	n := 0
 	if up.DeviceKeys != nil {
 		n = 1
@@ -56,6 +57,53 @@ func markDeviceListChange(ctx context.Context, tx *Tx, userID string, pos int64)
 	_, err := tx.ExecContext(ctx, `INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)
 		ON CONFLICT (user_id) DO UPDATE SET stream_pos = excluded.stream_pos`, userID, pos)
 	return err
+}
+
+// keyCounts caches, per device, its one-time key counts and unused
+// fallback key types (every sync reports them); writes drop the entry.
+type keyCounts struct {
+	counts   map[string]int
+	fallback []string
+}
+
+// DeviceKeyCounts returns a device's one-time key counts by algorithm and
+// its unused fallback key types, from a cache kept current by every write.
+func (db *DB) DeviceKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
+	k := userID + "|" + deviceID
+	db.kcMu.Lock()
+	c, ok := db.kc[k]
+	gen := db.kcGen
+	db.kcMu.Unlock()
+	if ok {
+		return c.counts, c.fallback, nil
+	}
+	counts, err := db.OneTimeKeyCounts(ctx, userID, deviceID)
+	if err != nil {
+		return nil, nil, err
+	}
+	fb, err := db.UnusedFallbackKeyTypes(ctx, userID, deviceID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if fb == nil {
+		fb = []string{}
+	}
+	db.kcMu.Lock()
+	if db.kcGen == gen { // no write raced the reads
+		if db.kc == nil || len(db.kc) > 50000 {
+			db.kc = map[string]keyCounts{}
+		}
+		db.kc[k] = keyCounts{counts: counts, fallback: fb}
+	}
+	db.kcMu.Unlock()
+	return counts, fb, nil
+}
+
+func (db *DB) bumpKeyCounts(userID, deviceID string) {
+	db.kcMu.Lock()
+	db.kcGen++
+	delete(db.kc, userID+"|"+deviceID)
+	db.kcMu.Unlock()
 }
 
 // OneTimeKeyCounts counts a device's unclaimed one-time keys by algorithm.
@@ -110,6 +158,7 @@ func (db *DB) DeviceKeysOf(ctx context.Context, userIDs []string) (map[string]ma
 // ClaimKey takes one one-time key of an algorithm from a device, or its
 // fallback key (which stays, marked used) when none is left.
 func (db *DB) ClaimKey(ctx context.Context, userID, deviceID, algorithm string) (keyID string, key []byte, err error) {
+	defer db.bumpKeyCounts(userID, deviceID)
 	err = db.Write(ctx, func(tx *Tx) error {
 		var js string
 		e := tx.QueryRowContext(ctx, `SELECT key_id, key_json FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 ORDER BY key_id LIMIT 1`,
@@ -148,6 +197,14 @@ func (db *DB) PutToDevice(ctx context.Context, msgs []ToDeviceMessage) (int64, e
 	if len(msgs) == 0 {
 		return 0, nil
 	}
+	db.kcMu.Lock()
+	if db.tdPending == nil {
+		db.tdPending = map[string]bool{}
+	}
+	for _, m := range msgs {
+		db.tdPending[m.UserID+"|"+m.DeviceID] = true
+	}
+	db.kcMu.Unlock()
 	pos, err := db.WritePos(ctx, len(msgs), func(tx *Tx) error {
 		for i, m := range msgs {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO to_device (stream_pos, user_id, device_id, sender, type, content) VALUES ($1, $2, $3, $4, $5, $6)`,
@@ -184,12 +241,40 @@ func (db *DB) ToDeviceSince(ctx context.Context, userID, deviceID string, from, 
 	return out, rows.Err()
 }
 
-// AckToDevice deletes a device's messages up to pos (its sync moved past them).
+// AckToDevice deletes a device's messages up to pos (its sync moved past
+// them). Devices known to hold no messages cost nothing: every sync acks.
 func (db *DB) AckToDevice(ctx context.Context, userID, deviceID string, pos int64) error {
-	return db.Write(ctx, func(tx *Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3`, userID, deviceID, pos)
+	k := userID + "|" + deviceID
+	db.kcMu.Lock()
+	pending, known := db.tdPending[k]
+	db.kcMu.Unlock()
+	if known && !pending {
+		return nil
+	}
+	var left bool
+	err := db.Write(ctx, func(tx *Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3`, userID, deviceID, pos); err != nil {
+			return err
+		}
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM to_device WHERE user_id = $1 AND device_id = $2 LIMIT 1`, userID, deviceID).Scan(&one)
+		left = err == nil
+		if mapErr(err) == ErrNotFound {
+			return nil
+		}
 		return err
 	})
+	if err == nil {
+		db.kcMu.Lock()
+		if db.tdPending == nil || len(db.tdPending) > 100000 {
+			db.tdPending = map[string]bool{}
+		}
+		if !left && db.tdPending[k] == pending { // no message arrived meanwhile
+			db.tdPending[k] = false
+		}
+		db.kcMu.Unlock()
+	}
+	return err
 }
 
 // DeviceListChanges returns which of users changed their device lists in (from, to].
@@ -214,6 +299,11 @@ func (db *DB) DeviceListChanges(ctx context.Context, userIDs []string, from, to 
 // ForgetDeviceKeys removes a deleted device's keys and messages and records
 // the device-list change.
 func (db *DB) ForgetDeviceKeys(ctx context.Context, userID string, deviceIDs []string) (int64, error) {
+	defer func() {
+		for _, d := range deviceIDs {
+			db.bumpKeyCounts(userID, d)
+		}
+	}()
 	pos, err := db.WritePos(ctx, 1, func(tx *Tx) error {
 		for _, d := range deviceIDs {
 			for _, t := range []string{"device_keys", "one_time_keys", "fallback_keys", "to_device"} {

@@ -512,19 +512,11 @@ func (s *Sync) e2ee(ctx context.Context, req *syncRequest, resp *syncResponse, s
 			}
 		}
 	}
-	counts, err := s.db.OneTimeKeyCounts(ctx, d.UserID, d.DeviceID)
+	counts, fb, err := s.db.DeviceKeyCounts(ctx, d.UserID, d.DeviceID)
 	if err != nil {
 		return err
 	}
-	resp.OTKCounts = counts
-	fb, err := s.db.UnusedFallbackKeyTypes(ctx, d.UserID, d.DeviceID)
-	if err != nil {
-		return err
-	}
-	if fb == nil {
-		fb = []string{}
-	}
-	resp.Fallback = fb
+	resp.OTKCounts, resp.Fallback = counts, fb
 	return nil
 }
 
