@@ -8,6 +8,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
@@ -92,6 +93,8 @@ func (a *API) deviceListChanged(ctx context.Context, userID string, pos int64) {
 // keysQuery handles POST /keys/query: our users' device keys, with the
 // devices' display names.
 func (a *API) keysQuery(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	resp := map[string]any{}
 	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
 	if err != nil {
 		return nil, err
@@ -136,11 +139,14 @@ func (a *API) keysQuery(r *http.Request) (any, error) {
 				names[d.DeviceID] = d.DisplayName
 			}
 		}
+		sigs, _ := a.db.KeySignaturesOf(r.Context(), user.Str)
+		a.crossSigningFor(r.Context(), user.Str, d.UserID, resp)
 		m := map[string]any{}
 		for dev, js := range keys[user.Str] {
 			if len(only) > 0 && !only[dev] {
 				continue
 			}
+			js = withSignatures(js, dev, sigs)
 			var k map[string]any
 			if json.Unmarshal(js, &k) != nil {
 				continue
@@ -175,7 +181,8 @@ func (a *API) keysQuery(r *http.Request) (any, error) {
 			return true
 		})
 	}
-	return map[string]any{"device_keys": out, "failures": failures}, nil
+	resp["device_keys"], resp["failures"] = out, failures
+	return resp, nil
 }
 
 // keysClaim handles POST /keys/claim: one one-time key (or the fallback
@@ -369,4 +376,125 @@ func (a *API) sendToDevice(r *http.Request) (any, error) {
 	}
 	_ = a.db.RecordTxnID(r.Context(), d.Localpart, d.DeviceID, txnKey)
 	return struct{}{}, nil
+}
+
+// deviceSigningUpload handles POST /keys/device_signing/upload (spec:
+// "Cross-signing"): a user's master, self-signing and user-signing keys.
+// Replacing existing keys needs the user's password (UIA); the first
+// upload does not.
+func (a *API) deviceSigningUpload(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	body, err := httputil.ReadBody(r, httputil.MaxBody, true)
+	if err != nil {
+		return nil, err
+	}
+	have, err := a.db.CrossSigningKeys(r.Context(), d.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if len(have) > 0 {
+		if err := a.checkPasswordAuth(r, body, d); err != nil {
+			return nil, err
+		}
+	}
+	keys := map[string][]byte{}
+	for _, typ := range []string{"master", "self_signing", "user_signing"} {
+		k := gjson.GetBytes(body, typ+"_key")
+		if !k.Exists() {
+			continue
+		}
+		if !k.IsObject() || k.Get("user_id").Str != d.UserID || !k.Get("keys").IsObject() {
+			return nil, httputil.Err(400, "M_INVALID_PARAM", typ+"_key must be this user's key object")
+		}
+		keys[typ] = []byte(k.Raw)
+	}
+	if len(keys) == 0 {
+		return struct{}{}, nil
+	}
+	a.notify.OnUserDataPending(d.UserID)
+	pos, err := a.db.PutCrossSigningKeys(r.Context(), d.UserID, keys)
+	a.notify.OnUserEvent(d.UserID, pos)
+	if err != nil {
+		return nil, err
+	}
+	a.deviceListChanged(r.Context(), d.UserID, pos)
+	return struct{}{}, nil
+}
+
+// signaturesUpload handles POST /keys/signatures/upload: signatures the
+// user made of keys (their devices, their master key, others' master keys).
+func (a *API) signaturesUpload(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
+	if err != nil {
+		return nil, err
+	}
+	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
+		return nil, httputil.BadJSON("Body must be an object")
+	}
+	var sigs []storage.KeySignature
+	gjson.ParseBytes(body).ForEach(func(user, keys gjson.Result) bool {
+		keys.ForEach(func(keyID, obj gjson.Result) bool {
+			obj.Get("signatures." + gjson.Escape(d.UserID)).ForEach(func(signerKey, sig gjson.Result) bool {
+				sigs = append(sigs, storage.KeySignature{TargetUser: user.Str, TargetKey: keyID.Str, SignerUser: d.UserID, SignerKeyID: signerKey.Str, Signature: sig.Str})
+				return true
+			})
+			return true
+		})
+		return true
+	})
+	if len(sigs) > 0 {
+		pos, err := a.db.PutKeySignatures(r.Context(), sigs)
+		if err != nil {
+			return nil, err
+		}
+		seen := map[string]bool{}
+		for _, s := range sigs {
+			if !seen[s.TargetUser] && roomserver.ServerOf(s.TargetUser) == a.serverName {
+				seen[s.TargetUser] = true
+				a.notify.OnUserEvent(s.TargetUser, pos)
+				a.deviceListChanged(r.Context(), s.TargetUser, pos)
+			}
+		}
+	}
+	return map[string]any{"failures": map[string]any{}}, nil
+}
+
+// withSignatures adds stored signatures made for a key to its JSON.
+func withSignatures(js []byte, keyID string, sigs []storage.KeySignature) []byte {
+	for _, s := range sigs {
+		if s.TargetKey != keyID {
+			continue
+		}
+		if out, err := sjson.SetBytes(js, "signatures."+gjson.Escape(s.SignerUser)+"."+gjson.Escape(s.SignerKeyID), s.Signature); err == nil {
+			js = out
+		}
+	}
+	return js
+}
+
+// crossSigningFor adds a local user's cross-signing keys to a keys/query
+// answer (the user-signing key only for its owner).
+func (a *API) crossSigningFor(ctx context.Context, userID, viewer string, resp map[string]any) {
+	keys, err := a.db.CrossSigningKeys(ctx, userID)
+	if err != nil || len(keys) == 0 {
+		return
+	}
+	sigs, _ := a.db.KeySignaturesOf(ctx, userID)
+	for typ, field := range map[string]string{"master": "master_keys", "self_signing": "self_signing_keys", "user_signing": "user_signing_keys"} {
+		js, ok := keys[typ]
+		if !ok || (typ == "user_signing" && userID != viewer) {
+			continue
+		}
+		gjson.GetBytes(js, "keys").ForEach(func(_, pub gjson.Result) bool {
+			js = withSignatures(js, pub.Str, sigs)
+			return false
+		})
+		m, _ := resp[field].(map[string]any)
+		if m == nil {
+			m = map[string]any{}
+			resp[field] = m
+		}
+		m[userID] = json.RawMessage(js)
+	}
 }

@@ -82,6 +82,8 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 		c.Handle("/keys/query", authed(a.keysQuery)).Methods("POST")
 		c.Handle("/keys/claim", authed(a.keysClaim)).Methods("POST")
 		c.Handle("/keys/changes", authed(a.keysChanges)).Methods("GET")
+		c.Handle("/keys/device_signing/upload", authed(a.deviceSigningUpload)).Methods("POST")
+		c.Handle("/keys/signatures/upload", authed(a.signaturesUpload)).Methods("POST")
 		c.Handle("/sendToDevice/{eventType}/{txnId}", authed(a.sendToDevice)).Methods("PUT")
 		c.Handle("/user/{userId}/filter/{filterId}", guestOK(a.getFilter)).Methods("GET")
 		c.Handle("/user/{userId}/rooms/{roomId}/tags", authed(a.getTags)).Methods("GET")

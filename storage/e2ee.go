@@ -333,3 +333,88 @@ func (db *DB) MarkDeviceListChange(ctx context.Context, userID string) (int64, e
 	}
 	return pos[0], nil
 }
+
+// PutCrossSigningKeys stores a user's cross-signing keys (type -> JSON) and
+// records a device-list change.
+func (db *DB) PutCrossSigningKeys(ctx context.Context, userID string, keys map[string][]byte) (int64, error) {
+	pos, err := db.WritePos(ctx, 1, func(tx *Tx) error {
+		for typ, js := range keys {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO cross_signing_keys (user_id, key_type, key_json) VALUES ($1, $2, $3)
+				ON CONFLICT (user_id, key_type) DO UPDATE SET key_json = excluded.key_json`, userID, typ, string(js)); err != nil {
+				return err
+			}
+		}
+		return markDeviceListChange(ctx, tx, userID, tx.Positions()[0])
+	})
+	if err != nil {
+		return 0, err
+	}
+	return pos[0], nil
+}
+
+// CrossSigningKeys returns a user's cross-signing keys by type.
+func (db *DB) CrossSigningKeys(ctx context.Context, userID string) (map[string][]byte, error) {
+	rows, err := db.R().QueryContext(ctx, `SELECT key_type, key_json FROM cross_signing_keys WHERE user_id = $1`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var t, js string
+		if err := rows.Scan(&t, &js); err != nil {
+			return nil, err
+		}
+		out[t] = []byte(js)
+	}
+	return out, rows.Err()
+}
+
+// KeySignature is one signature of a key by a signer's key.
+type KeySignature struct {
+	TargetUser, TargetKey, SignerUser, SignerKeyID, Signature string
+}
+
+// PutKeySignatures stores signatures and records a device-list change of
+// each target user.
+func (db *DB) PutKeySignatures(ctx context.Context, sigs []KeySignature) (int64, error) {
+	pos, err := db.WritePos(ctx, 1, func(tx *Tx) error {
+		users := map[string]bool{}
+		for _, s := range sigs {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO key_signatures (target_user, target_key, signer_user, signer_key_id, signature) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (target_user, target_key, signer_user, signer_key_id) DO UPDATE SET signature = excluded.signature`,
+				s.TargetUser, s.TargetKey, s.SignerUser, s.SignerKeyID, s.Signature); err != nil {
+				return err
+			}
+			users[s.TargetUser] = true
+		}
+		for u := range users {
+			if err := markDeviceListChange(ctx, tx, u, tx.Positions()[0]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return pos[0], nil
+}
+
+// KeySignaturesOf returns the stored signatures of a user's keys.
+func (db *DB) KeySignaturesOf(ctx context.Context, userID string) ([]KeySignature, error) {
+	rows, err := db.R().QueryContext(ctx, `SELECT target_user, target_key, signer_user, signer_key_id, signature FROM key_signatures WHERE target_user = $1`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []KeySignature
+	for rows.Next() {
+		var s KeySignature
+		if err := rows.Scan(&s.TargetUser, &s.TargetKey, &s.SignerUser, &s.SignerKeyID, &s.Signature); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}

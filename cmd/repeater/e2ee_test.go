@@ -77,3 +77,39 @@ func TestE2EEKeysAndToDevice(t *testing.T) {
 		}
 	})
 }
+
+// Cross-signing keys and signatures are published through keys/query;
+// replacing the keys needs the user's password.
+func TestCrossSigning(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		ts := startTestServer(t, cfg)
+		alice := ts.register("alice")
+		bob := ts.register("bob")
+		sharedRoom(alice, bob)
+		bobDev := bob.must("GET", "/_matrix/client/v3/account/whoami", nil).Get("device_id").Str
+		bob.must("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": map[string]any{"user_id": bob.userID, "device_id": bobDev,
+			"algorithms": []string{"m.olm.v1.curve25519-aes-sha2"}, "keys": map[string]any{"ed25519:" + bobDev: "dev"}}})
+		keys := map[string]any{
+			"master_key":       map[string]any{"user_id": bob.userID, "usage": []string{"master"}, "keys": map[string]any{"ed25519:MASTER": "MASTER"}},
+			"self_signing_key": map[string]any{"user_id": bob.userID, "usage": []string{"self_signing"}, "keys": map[string]any{"ed25519:SELF": "SELF"}},
+			"user_signing_key": map[string]any{"user_id": bob.userID, "usage": []string{"user_signing"}, "keys": map[string]any{"ed25519:USER": "USER"}},
+		}
+		bob.must("POST", "/_matrix/client/v3/keys/device_signing/upload", keys)
+		if st, _ := bob.do("POST", "/_matrix/client/v3/keys/device_signing/upload", keys); st != 401 {
+			t.Fatalf("replacing cross-signing keys without auth: %d", st)
+		}
+		bob.must("POST", "/_matrix/client/v3/keys/signatures/upload", map[string]any{bob.userID: map[string]any{
+			bobDev: map[string]any{"user_id": bob.userID, "device_id": bobDev, "signatures": map[string]any{bob.userID: map[string]any{"ed25519:SELF": "devsig"}}}}})
+		q := alice.must("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{bob.userID: []string{}}})
+		if q.Get("master_keys."+gjson.Escape(bob.userID)+".keys.ed25519:MASTER").Str != "MASTER" ||
+			q.Get("self_signing_keys."+gjson.Escape(bob.userID)+".keys.ed25519:SELF").Str != "SELF" {
+			t.Fatalf("cross-signing keys in query: %s", q.Raw)
+		}
+		if q.Get("user_signing_keys." + gjson.Escape(bob.userID)).Exists() {
+			t.Fatal("bob's user-signing key shown to alice")
+		}
+		if q.Get("device_keys."+gjson.Escape(bob.userID)+"."+bobDev+".signatures."+gjson.Escape(bob.userID)+".ed25519:SELF").Str != "devsig" {
+			t.Fatalf("device signature in query: %s", q.Get("device_keys").Raw)
+		}
+	})
+}
