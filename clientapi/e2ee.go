@@ -151,14 +151,14 @@ func (a *API) keysQuery(r *http.Request) (any, error) {
 			if json.Unmarshal(js, &k) != nil {
 				continue
 			}
-			if n := names[dev]; n != "" {
-				unsigned, _ := k["unsigned"].(map[string]any)
-				if unsigned == nil {
-					unsigned = map[string]any{}
-				}
-				unsigned["device_display_name"] = n
-				k["unsigned"] = unsigned
+			unsigned, _ := k["unsigned"].(map[string]any)
+			if unsigned == nil {
+				unsigned = map[string]any{}
 			}
+			if n := names[dev]; n != "" {
+				unsigned["device_display_name"] = n
+			}
+			k["unsigned"] = unsigned
 			m[dev] = k
 		}
 		out[user.Str] = m
@@ -222,7 +222,9 @@ func (a *API) keysClaim(r *http.Request) (any, error) {
 			}
 			return true
 		})
-		out[user.Str] = m
+		if len(m) > 0 {
+			out[user.Str] = m
+		}
 		return err2 == nil
 	})
 	if err2 != nil {

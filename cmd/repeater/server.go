@@ -82,7 +82,9 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 	root := mux.NewRouter().UseEncodedPath()
 	capi.RootRoutes(root)
 	fapi.Routes(root)
-	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
+	// "unstable" too: some clients and sytest still call newer endpoints
+	// (cross-signing) there.
+	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0", "/_matrix/client/unstable"} {
 		c := root.PathPrefix(prefix).Subrouter()
 		capi.Routes(c, authn)
 		sapi.Routes(c, authn)
