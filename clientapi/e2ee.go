@@ -74,18 +74,13 @@ func (a *API) keysUpload(r *http.Request) (any, error) {
 // deviceListChanged wakes everyone sharing a room with userID, whose next
 // sync lists the change.
 func (a *API) deviceListChanged(ctx context.Context, userID string, pos int64) {
-	rooms, err := a.db.RoomsByMembership(ctx, userID, spec.Join)
+	users, err := a.sharingUsers(ctx, userID)
 	if err != nil {
 		return
 	}
-	seen := map[string]bool{userID: true}
-	for _, room := range rooms {
-		members, _ := a.rs.MembersWith(ctx, room, spec.Join)
-		for _, m := range members {
-			if !seen[m] && roomserver.ServerOf(m) == a.serverName {
-				seen[m] = true
-				a.notify.OnUserEvent(m, pos)
-			}
+	for _, m := range users {
+		if m != userID && roomserver.ServerOf(m) == a.serverName {
+			a.notify.OnUserEvent(m, pos)
 		}
 	}
 }
@@ -166,23 +161,28 @@ func (a *API) keysQuery(r *http.Request) (any, error) {
 	})
 	// Other servers' users: asked of their servers, keys passed on as signed.
 	for srv, users := range remote {
-		if a.remote == nil {
-			break
+		if a.remote != nil {
+			res, err := a.remote.QueryKeys(r.Context(), srv, users)
+			mergeRemoteKeys(out, failures, srv, res, err)
 		}
-		res, err := a.remote.QueryKeys(r.Context(), srv, users)
-		if err != nil {
-			failures[srv] = map[string]any{"status": 503, "message": err.Error()}
-			continue
-		}
-		gjson.ParseBytes(res).ForEach(func(user, devs gjson.Result) bool {
-			if roomserver.ServerOf(user.Str) == srv {
-				out[user.Str] = json.RawMessage(devs.Raw)
-			}
-			return true
-		})
 	}
 	resp["device_keys"], resp["failures"] = out, failures
 	return resp, nil
+}
+
+// mergeRemoteKeys adds another server's answer (user -> keys, raw, as
+// signed) to a keys/query or keys/claim answer, or notes its failure.
+func mergeRemoteKeys(out, failures map[string]any, srv string, res json.RawMessage, err error) {
+	if err != nil {
+		failures[srv] = map[string]any{"status": 503, "message": err.Error()}
+		return
+	}
+	gjson.ParseBytes(res).ForEach(func(user, keys gjson.Result) bool {
+		if roomserver.ServerOf(user.Str) == srv {
+			out[user.Str] = json.RawMessage(keys.Raw)
+		}
+		return true
+	})
 }
 
 // keysClaim handles POST /keys/claim: one one-time key (or the fallback
@@ -231,20 +231,10 @@ func (a *API) keysClaim(r *http.Request) (any, error) {
 		return nil, err2
 	}
 	for srv, want := range remote {
-		if a.remote == nil {
-			break
+		if a.remote != nil {
+			res, err := a.remote.ClaimKeys(r.Context(), srv, want)
+			mergeRemoteKeys(out, failures, srv, res, err)
 		}
-		res, err := a.remote.ClaimKeys(r.Context(), srv, want)
-		if err != nil {
-			failures[srv] = map[string]any{"status": 503, "message": err.Error()}
-			continue
-		}
-		gjson.ParseBytes(res).ForEach(func(user, devs gjson.Result) bool {
-			if roomserver.ServerOf(user.Str) == srv {
-				out[user.Str] = json.RawMessage(devs.Raw)
-			}
-			return true
-		})
 	}
 	return map[string]any{"one_time_keys": out, "failures": failures}, nil
 }
@@ -275,22 +265,7 @@ func (a *API) keysChanges(r *http.Request) (any, error) {
 
 // sharingUsers lists the user and everyone sharing a joined room with them.
 func (a *API) sharingUsers(ctx context.Context, userID string) ([]string, error) {
-	rooms, err := a.db.RoomsByMembership(ctx, userID, spec.Join)
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{userID: true}
-	out := []string{userID}
-	for _, room := range rooms {
-		members, _ := a.rs.MembersWith(ctx, room, spec.Join)
-		for _, m := range members {
-			if !seen[m] {
-				seen[m] = true
-				out = append(out, m)
-			}
-		}
-	}
-	return out, nil
+	return a.rs.SharingUsers(ctx, userID)
 }
 
 // parseStreamToken reads the stream position of a sync token "s<pos>_<epos>".

@@ -96,29 +96,9 @@ func (a *API) join(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	idOrAlias := vars(r)["room"]
-	var via []string
-	if strings.HasPrefix(idOrAlias, "#") && a.remote != nil && !strings.HasSuffix(idOrAlias, ":"+a.serverName) {
-		// A remote alias: its server says which room and who can join us.
-		roomID, servers, err := a.remote.ResolveAlias(r.Context(), idOrAlias)
-		if err != nil {
-			return nil, err
-		}
-		idOrAlias, via = roomID, servers
-	}
-	roomID, err := a.resolveRoom(r, idOrAlias)
+	roomID, via, err := a.roomAndVia(r, d.UserID)
 	if err != nil {
 		return nil, err
-	}
-	// Servers to join through: ?server_name= and ?via= (spec: "POST
-	// /join/{roomIdOrAlias}"), then the room ID's server (v1-11 rooms).
-	if _, inv, err := a.rs.RemoteInvite(r.Context(), roomID, d.UserID); err == nil {
-		via = append(via, roomserver.ServerOf(inv.Sender)) // the inviter's server is in the room
-	}
-	via = append(via, r.URL.Query()["server_name"]...)
-	via = append(via, r.URL.Query()["via"]...)
-	if _, srv, ok := strings.Cut(roomID, ":"); ok {
-		via = append(via, srv)
 	}
 	// Extra keys of the body go into the member event's content (sytest's
 	// "can join a room with custom content"); third_party_signed does not.
@@ -155,6 +135,35 @@ func (a *API) join(r *http.Request) (any, error) {
 	return map[string]any{"room_id": roomID}, nil
 }
 
+// roomAndVia resolves the {room} of a join or knock request to a room ID
+// and the servers to go through if the room is on another server: those a
+// remote alias names, an invite's sender's, ?server_name= and ?via= (spec:
+// "POST /join/{roomIdOrAlias}"), and the room ID's own (versions 1-11).
+func (a *API) roomAndVia(r *http.Request, userID string) (string, []string, error) {
+	idOrAlias := vars(r)["room"]
+	var via []string
+	if strings.HasPrefix(idOrAlias, "#") && a.remote != nil && !strings.HasSuffix(idOrAlias, ":"+a.serverName) {
+		roomID, servers, err := a.remote.ResolveAlias(r.Context(), idOrAlias)
+		if err != nil {
+			return "", nil, err
+		}
+		idOrAlias, via = roomID, servers
+	}
+	roomID, err := a.resolveRoom(r, idOrAlias)
+	if err != nil {
+		return "", nil, err
+	}
+	if _, inv, err := a.rs.RemoteInvite(r.Context(), roomID, userID); err == nil {
+		via = append(via, roomserver.ServerOf(inv.Sender)) // the inviter's server is in the room
+	}
+	via = append(via, r.URL.Query()["server_name"]...)
+	via = append(via, r.URL.Query()["via"]...)
+	if _, srv, ok := strings.Cut(roomID, ":"); ok {
+		via = append(via, srv)
+	}
+	return roomID, via, nil
+}
+
 // knock handles POST /knock/{roomIdOrAlias} (spec: "Knocking on rooms").
 func (a *API) knock(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())
@@ -163,23 +172,9 @@ func (a *API) knock(r *http.Request) (any, error) {
 		return nil, err
 	}
 	reason := gjson.GetBytes(body, "reason").Str
-	idOrAlias := vars(r)["room"]
-	var via []string
-	if strings.HasPrefix(idOrAlias, "#") && a.remote != nil && !strings.HasSuffix(idOrAlias, ":"+a.serverName) {
-		roomID, servers, err := a.remote.ResolveAlias(r.Context(), idOrAlias)
-		if err != nil {
-			return nil, err
-		}
-		idOrAlias, via = roomID, servers
-	}
-	roomID, err := a.resolveRoom(r, idOrAlias)
+	roomID, via, err := a.roomAndVia(r, d.UserID)
 	if err != nil {
 		return nil, err
-	}
-	via = append(via, r.URL.Query()["server_name"]...)
-	via = append(via, r.URL.Query()["via"]...)
-	if _, srv, ok := strings.Cut(roomID, ":"); ok {
-		via = append(via, srv)
 	}
 	_, err = a.rs.ChangeMembership(r.Context(), roomID, d.UserID, d.UserID, spec.Knock, reason, nil)
 	if errors.Is(err, roomserver.ErrUnknownRoom) {

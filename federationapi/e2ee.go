@@ -72,21 +72,7 @@ func (a *API) SendToDevice(ctx context.Context, server, sender, evType, messageI
 // their devices changed (EDU m.device_list_update); deleted names a
 // removed device.
 func (a *API) DeviceListChanged(ctx context.Context, userID, deviceID string, streamID int64, deleted bool, keys json.RawMessage) {
-	rooms, err := a.db.RoomsByMembership(ctx, userID, spec.Join)
-	if err != nil {
-		return
-	}
-	seen := map[string]bool{}
-	var servers []string
-	for _, room := range rooms {
-		ss, _ := a.rs.JoinedServers(ctx, room)
-		for _, s := range ss {
-			if !seen[s] {
-				seen[s] = true
-				servers = append(servers, s)
-			}
-		}
-	}
+	servers := a.serversSharing(ctx, userID)
 	c := map[string]any{"user_id": userID, "device_id": deviceID, "stream_id": streamID, "prev_id": []int64{}, "deleted": deleted}
 	if len(keys) > 0 {
 		c["keys"] = keys

@@ -57,24 +57,7 @@ func (a *API) Receipt(ctx context.Context, roomID, receiptType, userID, eventID 
 // Presence implements syncapi.FederationEDUs: sent to every server sharing
 // a room with the user.
 func (a *API) Presence(ctx context.Context, userID string, content map[string]any) {
-	rooms, err := a.db.RoomsByMembership(ctx, userID, spec.Join)
-	if err != nil {
-		return
-	}
-	seen := map[string]bool{}
-	var servers []string
-	for _, room := range rooms {
-		ss, err := a.rs.JoinedServers(ctx, room)
-		if err != nil {
-			continue
-		}
-		for _, s := range ss {
-			if !seen[s] {
-				seen[s] = true
-				servers = append(servers, s)
-			}
-		}
-	}
+	servers := a.serversSharing(ctx, userID)
 	p := map[string]any{"user_id": userID}
 	for k, v := range content {
 		p[k] = v
@@ -110,4 +93,21 @@ func (a *API) presenceFor(ctx context.Context, roomID string, servers []string) 
 	if len(push) > 0 {
 		a.queueEDU(ctx, "m.presence", map[string]any{"push": push}, servers)
 	}
+}
+
+// serversSharing lists the servers with a user in a room that userID is in.
+func (a *API) serversSharing(ctx context.Context, userID string) []string {
+	users, err := a.rs.SharingUsers(ctx, userID)
+	if err != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var servers []string
+	for _, u := range users {
+		if s := roomserver.ServerOf(u); !seen[s] {
+			seen[s] = true
+			servers = append(servers, s)
+		}
+	}
+	return servers
 }

@@ -674,20 +674,13 @@ func (s *Server) ImportJoin(ctx context.Context, ver gomatrixserverlib.RoomVersi
 	s.mu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.loaded || r.stale.Load() {
-		// Known room (e.g. rejoining): input the join like any other event.
-		r.mu.Unlock()
-		res, err := s.InputRemote(ctx, join)
-		r.mu.Lock()
-		if err != nil {
-			return nil, err
-		}
-		if res.Rejected != nil {
-			return nil, httputil.Forbidden(res.Rejected.Error())
-		}
-		return res.Event, nil
+	known := r.loaded || r.stale.Load()
+	if !known {
+		_, err := s.db.GetRoom(ctx, roomID)
+		known = err == nil
 	}
-	if _, err := s.db.GetRoom(ctx, roomID); err == nil {
+	if known {
+		// A room we hold (e.g. rejoining): the join is input like any event.
 		r.mu.Unlock()
 		res, err := s.InputRemote(ctx, join)
 		r.mu.Lock()
@@ -1380,4 +1373,36 @@ func (s *Server) descendsFrom(ctx context.Context, from []string, ancestor strin
 		}
 	}
 	return false
+}
+
+// SharingUsers returns the user and everyone joined to a room the user is
+// joined to (the audience of their presence and device changes).
+func (s *Server) SharingUsers(ctx context.Context, userID string) ([]string, error) {
+	rooms, err := s.db.RoomsByMembership(ctx, userID, spec.Join)
+	if err != nil {
+		return nil, err
+	}
+	return s.membersOf(ctx, userID, rooms), nil
+}
+
+// membersOf returns userID and the joined members of rooms, each once.
+func (s *Server) membersOf(ctx context.Context, userID string, rooms []string) []string {
+	seen := map[string]bool{userID: true}
+	out := []string{userID}
+	for _, room := range rooms {
+		members, _ := s.MembersWith(ctx, room, spec.Join)
+		for _, m := range members {
+			if !seen[m] {
+				seen[m] = true
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+// MembersOfRooms is membersOf for callers that already hold the user's
+// joined rooms (a sync).
+func (s *Server) MembersOfRooms(ctx context.Context, userID string, rooms []string) []string {
+	return s.membersOf(ctx, userID, rooms)
 }

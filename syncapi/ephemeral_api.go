@@ -297,19 +297,14 @@ func (s *Sync) RemoteToDevice(sender, evType, userID, deviceID string, content [
 // the local users who share a room with them.
 func (s *Sync) RemoteDeviceListChanged(userID string) {
 	ctx := context.Background()
-	rooms, err := s.db.RoomsByMembership(ctx, userID, spec.Join)
+	users, err := s.rs.SharingUsers(ctx, userID)
 	if err != nil {
 		return
 	}
 	var locals []string
-	seen := map[string]bool{}
-	for _, room := range rooms {
-		members, _ := s.rs.MembersWith(ctx, room, spec.Join)
-		for _, m := range members {
-			if !seen[m] && s.isLocal(m) {
-				seen[m] = true
-				locals = append(locals, m)
-			}
+	for _, m := range users {
+		if s.isLocal(m) {
+			locals = append(locals, m)
 		}
 	}
 	for _, u := range locals {

@@ -402,16 +402,19 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 	}
 
 	// Presence of users who share a room with us.
+	// Everyone sharing a room with us, found once for presence and
+	// device lists.
+	var sharing []string
+	sharingUsers := func() []string {
+		if sharing == nil {
+			sharing = s.rs.MembersOfRooms(ctx, userID, joinedRooms)
+		}
+		return sharing
+	}
 	if s.presenceOn {
-		users := map[string]bool{userID: true}
-		for _, roomID := range joinedRooms {
-			members, err := s.rs.MembersWith(ctx, roomID, spec.Join)
-			if err != nil {
-				return nil, err
-			}
-			for _, m := range members {
-				users[m] = true
-			}
+		users := map[string]bool{}
+		for _, m := range sharingUsers() {
+			users[m] = true
 		}
 		epos := since.EPos
 		if req.since == nil {
@@ -459,7 +462,7 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 			}
 		}
 	}
-	if err := s.e2ee(ctx, req, resp, since, joinedRooms); err != nil {
+	if err := s.e2ee(ctx, req, resp, since, sharingUsers); err != nil {
 		return nil, err
 	}
 	return resp, nil
@@ -469,7 +472,7 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 // to-device messages for this device (those before since are acknowledged
 // and deleted), device-list changes of users sharing a room, one-time key
 // counts and unused fallback key types.
-func (s *Sync) e2ee(ctx context.Context, req *syncRequest, resp *syncResponse, since Token, joinedRooms []string) error {
+func (s *Sync) e2ee(ctx context.Context, req *syncRequest, resp *syncResponse, since Token, sharingUsers func() []string) error {
 	d := req.dev
 	if req.since != nil && since.Pos > 0 {
 		if err := s.db.AckToDevice(ctx, d.UserID, d.DeviceID, since.Pos); err != nil {
@@ -490,18 +493,7 @@ func (s *Sync) e2ee(ctx context.Context, req *syncRequest, resp *syncResponse, s
 			resp.empty = false
 		}
 		if req.since != nil {
-			users := map[string]bool{d.UserID: true}
-			for _, roomID := range joinedRooms {
-				members, _ := s.rs.MembersWith(ctx, roomID, spec.Join)
-				for _, m := range members {
-					users[m] = true
-				}
-			}
-			list := make([]string, 0, len(users))
-			for u := range users {
-				list = append(list, u)
-			}
-			changed, err := s.db.DeviceListChanges(ctx, list, since.Pos, req.to.Pos)
+			changed, err := s.db.DeviceListChanges(ctx, sharingUsers(), since.Pos, req.to.Pos)
 			if err != nil {
 				return err
 			}

@@ -95,15 +95,9 @@ func (s *Sync) wakeSharing(ctx context.Context, userID string) {
 		c, _ := s.eph.presenceOf(userID)
 		s.fed.Presence(ctx, userID, c)
 	}
-	rooms, err := s.db.RoomsByMembership(ctx, userID, spec.Join)
+	users, err := s.rs.SharingUsers(ctx, userID)
 	if err != nil {
 		return
-	}
-	users := []string{userID}
-	for _, room := range rooms {
-		if members, err := s.rs.MembersWith(ctx, room, spec.Join); err == nil {
-			users = append(users, members...)
-		}
 	}
 	s.notifier.Wake(users...)
 }
