@@ -250,6 +250,7 @@ func (a *API) newDevice(r *http.Request, localpart, deviceID, displayName string
 	if err := a.db.CreateDevice(r.Context(), localpart, deviceID, displayName, auth.HashToken(tok), clientIP(r)); err != nil {
 		return "", "", err
 	}
+	a.deviceAdded(r.Context(), "@"+localpart+":"+a.serverName, deviceID)
 	return tok, deviceID, nil
 }
 
@@ -332,7 +333,12 @@ func (a *API) adminRegister(r *http.Request) (any, error) {
 
 // loginFlows handles GET /login.
 func (a *API) loginFlows(r *http.Request) (any, error) {
-	return map[string]any{"flows": []any{map[string]any{"type": "m.login.password"}}}, nil
+	flows := []any{map[string]any{"type": "m.login.password"}}
+	if a.cfg.LoginToken.Enabled {
+		// Tokens come from POST /login/get_token (logintoken.go).
+		flows = append(flows, map[string]any{"type": "m.login.token", "get_login_token": true})
+	}
+	return map[string]any{"flows": flows}, nil
 }
 
 // login handles POST /login (spec: "Login").
@@ -341,7 +347,9 @@ func (a *API) login(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if t := gjson.GetBytes(body, "type").Str; t != "m.login.password" {
+	if t := gjson.GetBytes(body, "type").Str; t == "m.login.token" && a.cfg.LoginToken.Enabled {
+		return a.loginWithToken(r, body)
+	} else if t != "m.login.password" {
 		return nil, httputil.Err(400, "M_UNKNOWN", "Unknown login type")
 	}
 	user := gjson.GetBytes(body, "identifier.user").Str
@@ -463,6 +471,11 @@ func (a *API) changePassword(r *http.Request) (any, error) {
 	if err := a.db.SetPassword(r.Context(), d.Localpart, hash); err != nil {
 		return nil, err
 	}
+	// Other sessions' pushers stop, even when the sessions stay: whoever
+	// had the old password may have set them (as Synapse does).
+	if err := a.db.DeleteOtherPushers(r.Context(), d.Localpart, d.DeviceID); err != nil {
+		return nil, err
+	}
 	if lo := gjson.GetBytes(body, "logout_devices"); !lo.Exists() || lo.Bool() {
 		if err := a.removeDevices(r, d, nil, d.DeviceID); err != nil {
 			return nil, err
@@ -576,6 +589,10 @@ func (a *API) removeDevices(r *http.Request, d *auth.Device, ids []string, keep 
 	}
 	if len(gone) == 0 {
 		return nil
+	}
+	// Pushers go with the sessions that set them.
+	if err := a.db.DeleteDevicePushers(r.Context(), d.Localpart, gone); err != nil {
+		return err
 	}
 	a.notify.OnUserDataPending(d.UserID)
 	pos, err := a.db.ForgetDeviceKeys(r.Context(), d.UserID, gone)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/tidwall/gjson"
 
@@ -38,6 +39,14 @@ type API struct {
 	uia        uiaSessions
 	nonces     nonces
 	remote     RemoteRooms
+	pushers    PusherWaker
+	pushMu     sync.Mutex // serialises push rule edits (read, change, write)
+}
+
+// PusherWaker is told when pushers are added or changed, so delivery
+// starts without waiting for the next event.
+type PusherWaker interface {
+	PushersChanged()
 }
 
 // RemoteRooms joins rooms hosted on other servers (the federation API).
@@ -56,8 +65,8 @@ type RemoteRooms interface {
 }
 
 // New constructs the client API.
-func New(cfg *config.Config, db *storage.DB, rs *roomserver.Server, notify UserNotifier, remote RemoteRooms, log *slog.Logger) *API {
-	return &API{cfg: cfg, serverName: cfg.ServerName, db: db, rs: rs, notify: notify, remote: remote, log: log,
+func New(cfg *config.Config, db *storage.DB, rs *roomserver.Server, notify UserNotifier, remote RemoteRooms, pushers PusherWaker, log *slog.Logger) *API {
+	return &API{cfg: cfg, serverName: cfg.ServerName, db: db, rs: rs, notify: notify, remote: remote, pushers: pushers, log: log,
 		limiter: httputil.NewLimiter(cfg.RateLimits.Enabled, cfg.RateLimits.PerSecond, cfg.RateLimits.Burst)}
 }
 
@@ -68,11 +77,41 @@ func parseInt(s string) int64 {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
+// specVersions are the Client-Server API versions advertised by GET
+// /versions. A version is listed when what it added that clients depend on
+// (and gate on the version for) is served; optional modules a client
+// discovers another way (SSO, refresh tokens, registration tokens: login
+// and registration flows; third-party identifiers: capabilities) need not
+// be. What each brought, and where it lives here:
+//
+//	r0.6.1  the /r0 API (served under /_matrix/client/r0 as well as /v3)
+//	v1.1    key backup (clientapi/keybackup.go), cross-signing, knocking
+//	v1.2    spaces and /v1/hierarchy, fallback keys (restricted join
+//	        rules: joins through an authorising server are not done yet)
+//	v1.3    knock_restricted join rule (room versions up to 12 supported)
+//	v1.4    relations, threads and /threads, private read receipts,
+//	        thread_id on receipts, room_type in /publicRooms (its
+//	        room_types filter is not applied yet)
+//	v1.5    m.reference relations
+//	v1.6    /v1/rooms/{roomId}/timestamp_to_event (clientmisc.go)
+//	v1.7    /v1/login/get_token (logintoken.go), async media uploads,
+//	        m.annotation relations, new push conditions
+//	v1.8    room version 11; event reports need the reporter joined
+//	v1.9    m.rule.suppress_edits push rule
+//	v1.10   recursive /relations
+//	v1.11   authenticated media (/_matrix/client/v1/media)
+//	v1.12   via on /join and /knock
+//
+// Not listed: v1.13 (its CORS method list) and later.
+var specVersions = []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"}
+
 // versions handles GET /_matrix/client/versions.
 func (a *API) versions(r *http.Request) (any, error) {
 	return map[string]any{
-		"versions":          []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"},
-		"unstable_features": map[string]bool{},
+		"versions": specVersions,
+		// Flags clients that predate the stable versions above still look for:
+		// cross-signing (v1.1) and private read receipts (v1.4).
+		"unstable_features": map[string]bool{"org.matrix.e2e_cross_signing": true, "org.matrix.msc2285.stable": true},
 	}, nil
 }
 
@@ -88,7 +127,7 @@ func (a *API) capabilities(r *http.Request) (any, error) {
 		"m.set_displayname": map[string]any{"enabled": true},
 		"m.set_avatar_url":  map[string]any{"enabled": true},
 		"m.3pid_changes":    map[string]any{"enabled": false},
-		"m.get_login_token": map[string]any{"enabled": false},
+		"m.get_login_token": map[string]any{"enabled": a.cfg.LoginToken.Enabled && !auth.FromContext(r.Context()).IsGuest},
 	}}, nil
 }
 
@@ -134,6 +173,13 @@ func (a *API) getAccountData(r *http.Request) (any, error) {
 	d, err := a.checkOwnUser(r)
 	if err != nil {
 		return nil, err
+	}
+	if vars(r)["type"] == storage.PushRulesType && vars(r)["roomId"] == "" {
+		rs, err := a.loadPushRules(r, d)
+		if err != nil {
+			return nil, err
+		}
+		return rs.Document(), nil
 	}
 	b, err := a.db.GetAccountData(r.Context(), d.Localpart, vars(r)["roomId"], vars(r)["type"])
 	if err != nil {

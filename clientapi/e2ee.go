@@ -71,6 +71,29 @@ func (a *API) keysUpload(r *http.Request) (any, error) {
 	return map[string]any{"one_time_key_counts": counts}, nil
 }
 
+// deviceAdded records a new or renamed device as a device-list change
+// (Client-Server API, "Tracking the device list for a user": a new login or
+// a changed display name is a change), waking the user, everyone sharing a
+// room with them, and telling other servers. Best effort: the device itself
+// is already stored.
+func (a *API) deviceAdded(ctx context.Context, userID, deviceID string) {
+	a.notify.OnUserDataPending(userID)
+	pos, err := a.db.MarkDeviceListChange(ctx, userID)
+	a.notify.OnUserEvent(userID, pos)
+	if err != nil {
+		a.log.Warn("recording a device-list change", "user", userID, "err", err)
+		return
+	}
+	a.deviceListChanged(ctx, userID, pos)
+	if a.remote != nil {
+		var keys json.RawMessage
+		if all, err := a.db.DeviceKeysOf(ctx, []string{userID}); err == nil {
+			keys = all[userID][deviceID]
+		}
+		a.remote.DeviceListChanged(ctx, userID, deviceID, pos, false, keys)
+	}
+}
+
 // deviceListChanged wakes everyone sharing a room with userID, whose next
 // sync lists the change.
 func (a *API) deviceListChanged(ctx context.Context, userID string, pos int64) {
@@ -256,11 +279,32 @@ func (a *API) keysChanges(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(changed)
-	if changed == nil {
-		changed = []string{}
+	// Users who started or stopped sharing a room with us in the range.
+	var rooms []string
+	for _, m := range []string{spec.Join, spec.Leave, spec.Ban} {
+		rs, err := a.db.RoomsByMembership(r.Context(), d.UserID, m)
+		if err != nil {
+			return nil, err
+		}
+		rooms = append(rooms, rs...)
 	}
-	return map[string]any{"changed": changed, "left": []string{}}, nil
+	joined, left, err := a.rs.DeviceListDelta(r.Context(), d.UserID, rooms, from, to, users)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	out := []string{}
+	for _, u := range append(changed, joined...) {
+		if !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	sort.Strings(out)
+	if left == nil {
+		left = []string{}
+	}
+	return map[string]any{"changed": out, "left": left}, nil
 }
 
 // sharingUsers lists the user and everyone sharing a joined room with them.

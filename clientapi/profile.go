@@ -145,7 +145,11 @@ func (a *API) putDevice(r *http.Request) (any, error) {
 	if name.Exists() && name.Type != gjson.String {
 		return nil, httputil.BadJSON("display_name must be a string")
 	}
-	return struct{}{}, a.db.SetDeviceName(r.Context(), d.Localpart, vars(r)["deviceId"], name.Str)
+	if err := a.db.SetDeviceName(r.Context(), d.Localpart, vars(r)["deviceId"], name.Str); err != nil {
+		return nil, err
+	}
+	a.deviceAdded(r.Context(), d.UserID, vars(r)["deviceId"])
+	return struct{}{}, nil
 }
 
 // deleteDevice handles DELETE /devices/{deviceId} (needs UIA).

@@ -270,6 +270,13 @@ func (a *API) send(r *http.Request) (any, error) {
 	if err := a.limiter.Allow("send:" + d.UserID); err != nil {
 		return nil, err
 	}
+	// Threads off relations, duplicate annotations (roomserver/relations.go).
+	if err := a.rs.CheckRelation(r.Context(), v["roomId"], d.UserID, v["eventType"], body); err != nil {
+		return nil, err
+	}
+	if err := checkTombstone(v["roomId"], v["eventType"], body); err != nil {
+		return nil, err
+	}
 	e, err := a.rs.Send(r.Context(), v["roomId"], d.UserID, v["eventType"], nil, json.RawMessage(body),
 		roomserver.SendOpts{TxnID: txnID, TxnDevice: d.DeviceID, Localpart: d.Localpart})
 	if errors.Is(err, storage.ErrConflict) {
@@ -328,6 +335,9 @@ func (a *API) putState(r *http.Request) (any, error) {
 	}
 	sk := v["stateKey"]
 	evType := v["eventType"]
+	if err := checkTombstone(v["roomId"], evType, body); err != nil {
+		return nil, err
+	}
 	if evType == spec.MRoomCanonicalAlias {
 		if err := a.checkCanonicalAlias(r, v["roomId"], body); err != nil {
 			return nil, err
@@ -459,7 +469,8 @@ func (a *API) getEvent(r *http.Request) (any, error) {
 	if !ok {
 		return nil, httputil.NotFound("Event not found")
 	}
-	return a.clientEvent(r, e, d), nil
+	// With its bundled aggregations (spec: "Aggregations of child events").
+	return a.rs.ClientEvents(r.Context(), []*storage.Event{e}, d.UserID, d.DeviceID)[0], nil
 }
 
 // members handles GET /rooms/{roomId}/members.

@@ -75,6 +75,8 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 		c.Handle("/directory/list/room/{roomId}", j(a.getDirectoryVisibility)).Methods("GET")
 		c.Handle("/directory/list/room/{roomId}", authed(a.putDirectoryVisibility)).Methods("PUT")
 		c.Handle("/publicRooms", j(a.publicRooms)).Methods("GET", "POST")
+		c.Handle("/search", authed(a.search)).Methods("POST")                             // search.go
+		c.Handle("/user_directory/search", authed(a.userDirectorySearch)).Methods("POST") // userdir.go
 
 		c.Handle("/user/{userId}/filter", guestOK(a.postFilter)).Methods("POST")
 		c.Handle("/user/{userId}/openid/request_token", authed(a.openIDToken)).Methods("POST")
@@ -90,15 +92,20 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 		c.Handle("/user/{userId}/rooms/{roomId}/tags/{tag}", authed(a.changeTag(true))).Methods("PUT")
 		c.Handle("/user/{userId}/rooms/{roomId}/tags/{tag}", authed(a.changeTag(false))).Methods("DELETE")
 		c.Handle("/account/3pid", authed(a.threepids)).Methods("GET")
-		c.Handle("/pushrules/", guestOK(a.pushRules)).Methods("GET")
+		c.Handle("/pushrules/{rest:.*}", authed(a.getPushRules)).Methods("GET")
+		c.Handle("/pushrules/{rest:.*}", authed(a.changePushRules)).Methods("PUT", "DELETE")
+		c.Handle("/pushers", authed(a.getPushers)).Methods("GET")
+		c.Handle("/pushers/set", authed(a.setPusher)).Methods("POST")
 		c.Handle("/user/{userId}/account_data/{type}", guestOK(a.putAccountData)).Methods("PUT")
 		c.Handle("/user/{userId}/account_data/{type}", guestOK(a.getAccountData)).Methods("GET")
 		c.Handle("/user/{userId}/rooms/{roomId}/account_data/{type}", guestOK(a.putAccountData)).Methods("PUT")
 		c.Handle("/user/{userId}/rooms/{roomId}/account_data/{type}", guestOK(a.getAccountData)).Methods("GET")
 	}
+	a.miscRoutes(c, authn) // clientmisc.go: key backup, VoIP, third party, reports, upgrades, 3PIDs
 }
 
 // V1Routes registers the /_matrix/client/v1 endpoints.
 func (a *API) V1Routes(c *mux.Router, authn *auth.Authenticator) {
 	c.Handle("/rooms/{roomId}/hierarchy", authn.AllowGuests(httputil.JSON(a.log, a.hierarchy))).Methods("GET")
+	a.miscV1Routes(c, authn) // clientmisc.go: timestamp_to_event, login/get_token
 }

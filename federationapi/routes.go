@@ -38,6 +38,7 @@ func (a *API) Routes(root *mux.Router) {
 	v1.Handle("/event_auth/{roomId}/{eventId}", a.authed(a.eventAuth)).Methods(http.MethodGet)
 	v1.Handle("/backfill/{roomId}", a.authed(a.backfill)).Methods(http.MethodGet)
 	v1.Handle("/get_missing_events/{roomId}", a.authed(a.missingEvents)).Methods(http.MethodPost)
+	v1.Handle("/timestamp_to_event/{roomId}", a.authed(a.timestampToEvent)).Methods(http.MethodGet)
 	v1.Handle("/hierarchy/{roomId}", a.authed(a.hierarchy)).Methods(http.MethodGet)
 	v1.Handle("/publicRooms", a.authed(a.publicRooms)).Methods(http.MethodGet, http.MethodPost)
 	v1.Handle("/user/keys/query", a.authed(a.userKeysQuery)).Methods(http.MethodPost)

@@ -63,12 +63,17 @@ type DB struct {
 	rstmts map[string]*sql.Stmt
 
 	tokens *tokenCache // access-token hash -> device
+	rel    relCache    // rooms known to have relations (relations.go)
 
 	kcMu  sync.Mutex
 	kc    map[string]keyCounts // user|device -> key counts (see DeviceKeyCounts)
 	kcGen uint64
 	// tdPending: devices that may hold to-device messages (absent: unknown).
 	tdPending map[string]bool
+
+	prMu  sync.Mutex
+	pr    map[string][]byte // localpart -> stored push rules (nil: defaults)
+	prGen uint64
 }
 
 // stmt returns a cached prepared statement for query on pool p.

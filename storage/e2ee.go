@@ -3,6 +3,8 @@ package storage
 import (
 	"context"
 	"strings"
+
+	"github.com/tidwall/gjson"
 )
 
 // KeyUpload is what one device uploads to keys/upload.
@@ -417,4 +419,42 @@ func (db *DB) KeySignaturesOf(ctx context.Context, userID string) ([]KeySignatur
 		out = append(out, s)
 	}
 	return out, rows.Err()
+}
+
+// MembershipChange is one membership event: its room, target and
+// membership.
+type MembershipChange struct{ RoomID, UserID, Membership string }
+
+// MembershipChanges returns the accepted membership events of the rooms in
+// (from, to], in stream order.
+func (db *DB) MembershipChanges(ctx context.Context, rooms []string, from, to int64) ([]MembershipChange, error) {
+	var out []MembershipChange
+	for len(rooms) > 0 {
+		n := min(len(rooms), 400)
+		args := []any{from, to}
+		for _, r := range rooms[:n] {
+			args = append(args, r)
+		}
+		rows, err := db.R().QueryContext(ctx, `SELECT room_id, state_key, json FROM events WHERE type = 'm.room.member' AND rejected = 0
+			AND stream_pos > $1 AND stream_pos <= $2 AND room_id IN (`+inList(3, n)+`) ORDER BY stream_pos`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var c MembershipChange
+			var js string
+			if err := rows.Scan(&c.RoomID, &c.UserID, &js); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			c.Membership = gjson.Get(js, "content.membership").Str
+			out = append(out, c)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		rooms = rooms[n:]
+	}
+	return out, nil
 }

@@ -81,7 +81,13 @@ func (tx *Tx) InsertEvent(ctx context.Context, e *Event) error {
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		e.StreamPos, e.EventID, e.RoomID, e.Type, sk, e.Sender, e.Depth, e.OriginTS, e.BeforeSnapshot, e.AfterSnapshot,
 		e.ReplacesNID, b2i(e.Rejected), nullStr(e.TxnID), nullStr(e.TxnDevice), string(e.JSON), b2i(e.Outlier))
-	return err
+	if err != nil || e.Rejected || e.Outlier {
+		return err
+	}
+	if err := tx.indexSearch(ctx, e, false); err != nil { // search.go
+		return err
+	}
+	return tx.db.indexRelation(ctx, tx, e) // relations.go
 }
 
 // SetAfterSnapshot records the state after an event.
@@ -93,7 +99,13 @@ func (tx *Tx) SetAfterSnapshot(ctx context.Context, nid, snapshot int64) error {
 // MarkRedacted records that an event was redacted by redactionID.
 func (tx *Tx) MarkRedacted(ctx context.Context, eventID, redactionID string) error {
 	_, err := tx.ExecContext(ctx, `UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL`, redactionID, eventID)
-	return err
+	if err != nil {
+		return err
+	}
+	if err := tx.unindexSearch(ctx, eventID); err != nil { // search.go
+		return err
+	}
+	return tx.unindexRelation(ctx, eventID) // redaction strips m.relates_to
 }
 
 // EventByID returns one event.

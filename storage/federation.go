@@ -284,7 +284,18 @@ func (db *DB) Gaps(ctx context.Context, roomID string) ([]Gap, error) {
 // (it arrived again through backfill).
 func (tx *Tx) PromoteOutlier(ctx context.Context, eventID string) error {
 	_, err := tx.ExecContext(ctx, `UPDATE events SET outlier = 0 WHERE event_id = $1`, eventID)
-	return err
+	if err != nil {
+		return err
+	}
+	// Now in the timeline, its relation counts (relations.go).
+	e, err := scanEvent(tx.QueryRowContext(ctx, `SELECT `+eventCols+` FROM events WHERE event_id = $1`, eventID))
+	if err != nil || e.Rejected || e.RedactedBy != "" {
+		return nil
+	}
+	if err := tx.indexSearch(ctx, e, true); err != nil { // search.go
+		return err
+	}
+	return tx.db.indexRelation(ctx, tx, e)
 }
 
 // JoinedServers returns every server with a user joined to any room this

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"fmt"
 	"sort"
@@ -11,6 +12,12 @@ import (
 
 //go:embed schema/*.sql
 var schemaFS embed.FS
+
+// postMigrate holds Go steps that run after a migration's SQL, in its
+// transaction (e.g. filling a new table from existing rows).
+var postMigrate = map[int]func(ctx context.Context, db *DB, tx *sql.Tx) error{
+	8: backfillRelations, // relations.go
+}
 
 // migrate applies every embedded schema file whose number is not yet recorded
 // in schema_migrations, each in its own transaction.
@@ -59,6 +66,12 @@ func (db *DB) migrate(ctx context.Context) error {
 				return fmt.Errorf("storage: migration %s: %w\n%s", m.name, err, s)
 			}
 		}
+		if f := postMigrate[m.version]; f != nil {
+			if err := f(ctx, db, tx); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("storage: migration %s: %w", m.name, err)
+			}
+		}
 		if _, err := tx.ExecContext(ctx, db.q(`INSERT INTO schema_migrations (version, applied_ts) VALUES ($1, $2)`), m.version, nowMS()); err != nil {
 			tx.Rollback()
 			return err
@@ -71,6 +84,7 @@ func (db *DB) migrate(ctx context.Context) error {
 }
 
 func (db *DB) dialectDDL(s string) string {
+	s = onlyDialect(s, db.dialect)
 	if db.dialect == dialectPostgres {
 		s = strings.ReplaceAll(s, "{{INTPK}}", "BIGINT PRIMARY KEY")
 		s = strings.ReplaceAll(s, "{{SERIAL}}", "BIGSERIAL PRIMARY KEY")
@@ -82,6 +96,33 @@ func (db *DB) dialectDDL(s string) string {
 	s = strings.ReplaceAll(s, "{{INTPK}}", "INTEGER PRIMARY KEY")
 	s = strings.ReplaceAll(s, "{{SERIAL}}", "INTEGER PRIMARY KEY AUTOINCREMENT")
 	return strings.ReplaceAll(s, "{{PK}}", "INTEGER PRIMARY KEY")
+}
+
+// onlyDialect drops the statements marked for the other dialect. A comment
+// line "-- sqlite-only" or "-- postgres-only" marks the statement after it
+// (up to the next line ending in ";"); unmarked statements run on both.
+// For what the two dialects cannot share (full-text search tables).
+func onlyDialect(s string, d dialect) string {
+	var b strings.Builder
+	skip := false
+	for _, line := range strings.Split(s, "\n") {
+		t := strings.TrimSpace(line)
+		switch t {
+		case "-- sqlite-only":
+			skip = d != dialectSQLite
+			continue
+		case "-- postgres-only":
+			skip = d != dialectPostgres
+			continue
+		}
+		if !skip {
+			b.WriteString(line)
+			b.WriteByte('\n')
+		} else if !strings.HasPrefix(t, "--") && strings.HasSuffix(t, ";") {
+			skip = false
+		}
+	}
+	return b.String()
 }
 
 // splitStatements splits on semicolons at line ends, dropping comments.

@@ -21,6 +21,9 @@ func (db *DB) PutAccountData(ctx context.Context, localpart, roomID, typ string,
 			localpart, roomID, typ, string(content), p)
 		return err
 	})
+	if typ == PushRulesType && roomID == "" {
+		db.forgetPushRules(localpart)
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -133,7 +133,10 @@ func (tx *Tx) SetCurrentState(ctx context.Context, roomID string, k StateKey, ni
 	_, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_nid, membership, stream_pos) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_nid = excluded.event_nid, membership = excluded.membership, stream_pos = excluded.stream_pos`,
 		roomID, k.Type, k.StateKey, nid, nullStr(membership), pos)
-	return err
+	if err != nil {
+		return err
+	}
+	return tx.noteDirectoryState(ctx, roomID, k, nid, membership) // search.go
 }
 
 // RoomsByMembership returns the rooms where userID's current membership is m.

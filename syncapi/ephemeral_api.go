@@ -97,6 +97,9 @@ func (s *Sync) putReceipt(r *http.Request, d *auth.Device, roomID, typ, eventID,
 	if err != nil {
 		return err
 	}
+	if s.badges != nil {
+		s.badges.ReadReceiptMoved(d.Localpart)
+	}
 	if typ == "m.read.private" {
 		s.notifier.Wake(d.UserID)
 	} else {

@@ -12,6 +12,7 @@ import (
 
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
+	"repeater/roomserver"
 	"repeater/storage"
 )
 
@@ -108,6 +109,7 @@ func (s *Sync) messages(r *http.Request) (any, error) {
 	}
 
 	chunk := []json.RawMessage{}
+	var chunkEvs []*storage.Event // for bundled aggregations (relations.go)
 	senders := map[string]bool{}
 	pos := from
 	done := false
@@ -170,6 +172,7 @@ func (s *Sync) messages(r *http.Request) (any, error) {
 				continue
 			}
 			chunk = append(chunk, s.rs.ClientEvent(ctx, e, d.UserID, d.DeviceID))
+			chunkEvs = append(chunkEvs, e)
 			senders[e.Sender] = true
 		}
 	}
@@ -185,6 +188,7 @@ func (s *Sync) messages(r *http.Request) (any, error) {
 			start = topoToken(0, 0)
 		}
 	}
+	s.bundle(ctx, d, chunkEvs, chunk)
 	resp := map[string]any{"chunk": chunk, "start": start}
 	// end is omitted when there is nothing further (spec); after a
 	// non-empty chunk it is given (clients expect one), and the page after
@@ -250,10 +254,12 @@ func (s *Sync) eventContext(r *http.Request) (any, error) {
 	if after, err = s.rs.VisibleEvents(ctx, d.UserID, after); err != nil {
 		return nil, err
 	}
+	// Bundled aggregations for the event and its neighbours (relations.go).
+	bundles := s.bundles(ctx, d, append(append([]*storage.Event{e}, before...), after...))
 	render := func(evs []*storage.Event) []json.RawMessage {
 		out := make([]json.RawMessage, 0, len(evs))
 		for _, x := range evs {
-			out = append(out, s.rs.ClientEvent(ctx, x, d.UserID, d.DeviceID))
+			out = append(out, roomserver.WithRelations(s.rs.ClientEvent(ctx, x, d.UserID, d.DeviceID), bundles[x.EventID]))
 		}
 		return out
 	}
@@ -289,7 +295,7 @@ func (s *Sync) eventContext(r *http.Request) (any, error) {
 		state = kept
 	}
 	return map[string]any{
-		"event": s.rs.ClientEvent(ctx, e, d.UserID, d.DeviceID), "events_before": render(before), "events_after": render(after),
+		"event": render([]*storage.Event{e})[0], "events_before": render(before), "events_after": render(after),
 		"start": start, "end": end, "state": render(state),
 	}, nil
 }

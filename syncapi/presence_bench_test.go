@@ -28,7 +28,7 @@ func BenchmarkPresence200Users(b *testing.B) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	n := NewNotifier(0)
 	rs := roomserver.New(roomserver.Config{ServerName: "b.local", KeyID: "ed25519:b", PrivateKey: key, DefaultVersion: "10"}, db, n, log)
-	s := New(db, rs, n, true, nil, "test.local", log)
+	s := New(db, rs, n, true, nil, nil, "test.local", log)
 	user := func(i int) string { return fmt.Sprintf("@u%d:b.local", i) }
 	var rooms []string
 	for i := 0; i < 20; i++ {

@@ -53,6 +53,7 @@ type syncRequest struct {
 	to         Token
 	filter     *Filter
 	fullState  bool
+	bundle     []bundleSlot // timelines awaiting bundled aggregations (relations.go)
 }
 
 type roomResp map[string]any
@@ -191,6 +192,7 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 	join, invite, leave, knock := map[string]any{}, map[string]any{}, map[string]any{}, map[string]any{}
 	resp.Rooms = map[string]any{"join": join, "invite": invite, "leave": leave, "knock": knock}
 	rf := &req.filter.Room
+	req.bundle = nil
 
 	// Membership changes in range decide which rooms are new, left or invited.
 	// firstMembership's predecessor tells the membership at `since`.
@@ -362,6 +364,9 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 		}
 	}
 
+	// Bundled aggregations of every room's timeline, in one batch.
+	s.applyBundles(ctx, req)
+
 	// Account data.
 	var ads []storage.AccountData
 	if req.since == nil || idx.userChanged(userID, since.Pos) {
@@ -369,9 +374,24 @@ func (s *Sync) build(ctx context.Context, req *syncRequest) (*syncResponse, erro
 			return nil, err
 		}
 	}
+	if req.since == nil {
+		// Push rules are account data every client expects in its first
+		// sync, changed or not (Client-Server API, "Push Rules").
+		have := false
+		for _, ad := range ads {
+			have = have || (ad.RoomID == "" && ad.Type == storage.PushRulesType)
+		}
+		if !have {
+			ads = append(ads, storage.AccountData{Type: storage.PushRulesType})
+		}
+	}
 	global := []any{}
 	for _, ad := range ads {
 		ev := map[string]any{"type": ad.Type, "content": json.RawMessage(ad.Content)}
+		if ad.RoomID == "" && ad.Type == storage.PushRulesType {
+			// Stored rules are rendered over this version's defaults.
+			ev["content"] = s.rules.Get(userID, ad.Content).Document()
+		}
 		if ad.RoomID == "" {
 			if req.filter.AccountData.Allows(ad.Type, "", "") {
 				global = append(global, ev)
@@ -504,6 +524,26 @@ func (s *Sync) e2ee(ctx context.Context, req *syncRequest, resp *syncResponse, s
 			}
 		}
 	}
+	if req.since != nil && len(req.active) > 0 {
+		// Users who started or stopped sharing a room with us.
+		rooms := make([]string, 0, len(req.active))
+		for r := range req.active {
+			rooms = append(rooms, r)
+		}
+		joined, left, err := s.rs.DeviceListDelta(ctx, d.UserID, rooms, since.Pos, req.to.Pos, sharingUsers())
+		if err != nil {
+			return err
+		}
+		if len(joined) > 0 {
+			have, _ := resp.DeviceLists["changed"].([]string)
+			resp.DeviceLists["changed"] = mergeSorted(have, joined)
+			resp.empty = false
+		}
+		if len(left) > 0 {
+			resp.DeviceLists["left"] = left
+			resp.empty = false
+		}
+	}
 	counts, fb, err := s.db.DeviceKeyCounts(ctx, d.UserID, d.DeviceID)
 	if err != nil {
 		return err
@@ -610,6 +650,11 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 		}
 	}
 	tl["events"] = tlEvents
+	if (limited || full) && len(timeline) > 0 && req.filter.EventFormat != "federation" {
+		// Bundled aggregations, for gappy timelines only (spec:
+		// "Aggregations of child events"); filled in by applyBundles.
+		req.bundle = append(req.bundle, bundleSlot{rendered: tlEvents, evs: timeline})
+	}
 	// A room joined since the last sync is marked limited, so clients
 	// start its timeline afresh.
 	tl["limited"] = limited || (full && req.since != nil && kind == spec.Join)
@@ -941,4 +986,20 @@ func (s *Sync) render(ctx context.Context, req *syncRequest, e *storage.Event) j
 		return js
 	}
 	return s.rs.ClientEvent(ctx, e, req.dev.UserID, req.dev.DeviceID)
+}
+
+// mergeSorted merges two sorted string lists without repeats.
+func mergeSorted(a, b []string) []string {
+	out := make([]string, 0, len(a)+len(b))
+	for len(a) > 0 || len(b) > 0 {
+		switch {
+		case len(b) == 0 || (len(a) > 0 && a[0] < b[0]):
+			out, a = append(out, a[0]), a[1:]
+		case len(a) == 0 || b[0] < a[0]:
+			out, b = append(out, b[0]), b[1:]
+		default:
+			out, a, b = append(out, a[0]), a[1:], b[1:]
+		}
+	}
+	return out
 }

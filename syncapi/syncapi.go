@@ -16,6 +16,7 @@ import (
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
 	"repeater/internal/lru"
+	"repeater/internal/pushrules"
 	"repeater/roomserver"
 	"repeater/storage"
 )
@@ -34,8 +35,10 @@ type Sync struct {
 	sentMembers *lru.Cache[string, map[string]string]
 	filters     *lru.Cache[string, *Filter]     // localpart|filter ID -> parsed filter
 	unread      *lru.Cache[string, unreadCount] // user|room -> counts
+	rules       pushrules.Cache
 	stopOnce    sync.Once
 	fed         Federation
+	badges      BadgeUpdater
 	serverName  string
 }
 
@@ -49,13 +52,19 @@ type Federation interface {
 	Presence(ctx context.Context, userID string, content map[string]any)
 }
 
+// BadgeUpdater is told when a user's read receipt moved, so their phones'
+// unread badges can be updated (the push worker; nil: none).
+type BadgeUpdater interface {
+	ReadReceiptMoved(localpart string)
+}
+
 // Stop makes waiting long-polls return at once (used at shutdown).
 func (s *Sync) Stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
 // New constructs the sync API.
-func New(db *storage.DB, rs *roomserver.Server, notifier *Notifier, presence bool, fed Federation, serverName string, log *slog.Logger) *Sync {
+func New(db *storage.DB, rs *roomserver.Server, notifier *Notifier, presence bool, fed Federation, badges BadgeUpdater, serverName string, log *slog.Logger) *Sync {
 	return &Sync{db: db, rs: rs, notifier: notifier, eph: newEphemeral(), log: log, presenceOn: presence, stopping: make(chan struct{}),
-		fed: fed, serverName: serverName,
+		fed: fed, badges: badges, serverName: serverName,
 		sentMembers: lru.New[string, map[string]string](4096), filters: lru.New[string, *Filter](1024),
 		unread: lru.New[string, unreadCount](8192)}
 }
@@ -110,6 +119,7 @@ func (s *Sync) Routes(c *mux.Router, authn *auth.Authenticator) {
 	authed := func(h httputil.Handler) http.Handler { return authn.AllowGuests(httputil.JSON(s.log, h)) }
 	{
 		c.Handle("/sync", authed(s.sync)).Methods("GET")
+		c.Handle("/notifications", authed(s.notifications)).Methods("GET")
 		c.Handle("/events", authed(s.events)).Methods("GET")
 		c.Handle("/rooms/{roomId}/messages", authed(s.messages)).Methods("GET")
 		c.Handle("/rooms/{roomId}/context/{eventId}", authed(s.eventContext)).Methods("GET")

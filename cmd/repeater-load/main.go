@@ -1,7 +1,7 @@
 // Command repeater-load measures a Matrix homeserver over the Client-Server
 // API: registrations/s, messages/s, send→/sync delivery latency, initial
-// /sync time, full backward pagination of a large room, and (with --pid)
-// the server's resident memory. It only talks to loopback addresses, every
+// /sync time, full backward pagination of a large room, /search latency,
+// and (with --pid) the server's resident memory. It only talks to loopback addresses, every
 // loop is bounded in count, and the whole run is bounded by --max-duration.
 //
 //	repeater-load --url http://127.0.0.1:8108 [--pid PID] [--json out.json]
@@ -23,7 +23,7 @@ import (
 )
 
 // allScenarios lists the scenarios in the order they run.
-var allScenarios = []string{"register", "messages", "latency", "sync", "history"}
+var allScenarios = []string{"register", "messages", "latency", "sync", "history", "search", "media"}
 
 type config struct {
 	url             string
@@ -42,6 +42,11 @@ type config struct {
 	history         int
 	fillSenders     int
 	pageLimit       int
+	searchMessages  int
+	searchQueries   int
+	mediaFiles      int
+	mediaSize       int
+	mediaImages     int
 	recheckAfter    time.Duration
 	settle          time.Duration
 	pid             int
@@ -96,6 +101,11 @@ func loadMain(args []string) int {
 	fs.IntVar(&cfg.history, "history", 10000, "history: events to fill the room with")
 	fs.IntVar(&cfg.fillSenders, "fill-senders", 10, "history: concurrent senders filling the room")
 	fs.IntVar(&cfg.pageLimit, "page-limit", 1000, "history: limit per /messages page")
+	fs.IntVar(&cfg.searchMessages, "search-messages", 2000, "search: messages to fill the searched room with")
+	fs.IntVar(&cfg.searchQueries, "search-queries", 200, "search: /search requests, one at a time")
+	fs.IntVar(&cfg.mediaFiles, "media-files", 200, "media: files uploaded and downloaded (with --concurrency workers)")
+	fs.IntVar(&cfg.mediaSize, "media-size", 100<<10, "media: bytes per file")
+	fs.IntVar(&cfg.mediaImages, "media-images", 10, "media: 2048x1536 JPEGs thumbnailed")
 	fs.DurationVar(&cfg.recheckAfter, "recheck-after", 10*time.Second, "history: if the check fails, wait this long and page again (0: don't)")
 	fs.DurationVar(&cfg.settle, "settle", 30*time.Second, "before each scenario and before paging, wait at most this long for the server to be idle (<10% CPU, needs --pid; without it: sleep 2 s)")
 	fs.IntVar(&cfg.pid, "pid", 0, "server PID: sample /proc/PID/status every 100 ms for RSS")
@@ -223,6 +233,8 @@ func (c config) options() map[string]any {
 		"receivers": c.receivers, "latency_messages": c.latencyMessages, "latency_interval_ms": ms(c.latencyInterval),
 		"sync_rooms": c.syncRooms, "sync_room_messages": c.syncRoomMsgs, "sync_runs": c.syncRuns,
 		"history": c.history, "fill_senders": c.fillSenders, "page_limit": c.pageLimit, "recheck_after_s": c.recheckAfter.Seconds(), "settle_s": c.settle.Seconds(), "pid": c.pid,
+		"search_messages": c.searchMessages, "search_queries": c.searchQueries,
+		"media_files": c.mediaFiles, "media_size": c.mediaSize, "media_images": c.mediaImages,
 	}
 }
 

@@ -72,6 +72,10 @@ func (r *runner) run(ctx context.Context, name string) error {
 		return r.scenarioInitialSync(ctx)
 	case "history":
 		return r.scenarioHistory(ctx)
+	case "search":
+		return r.scenarioSearch(ctx) // search.go
+	case "media":
+		return r.scenarioMedia(ctx) // media.go
 	}
 	return fmt.Errorf("unknown scenario %q", name)
 }

@@ -21,6 +21,8 @@ import (
 	"repeater/internal/auth"
 	"repeater/internal/config"
 	"repeater/internal/httputil"
+	"repeater/mediaapi"
+	"repeater/pusher"
 	"repeater/roomserver"
 	"repeater/storage"
 	"repeater/syncapi"
@@ -35,6 +37,7 @@ type server struct {
 	cancel  context.CancelFunc
 	sync    *syncapi.Sync
 	rs      *roomserver.Server
+	media   *mediaapi.API
 	wg      sync.WaitGroup
 
 	mu        sync.Mutex
@@ -62,12 +65,15 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		db.Close()
 		return nil, err
 	}
+	// The push worker is woken by the same commits as /sync.
+	push := &pusherRef{}
 	rs := roomserver.New(roomserver.Config{
 		ServerName: spec.ServerName(cfg.ServerName), KeyID: key.KeyID, PrivateKey: key.PrivateKey,
 		DefaultVersion: gomatrixserverlib.RoomVersion(cfg.DefaultRoomVersion),
 		Outbound:       fapi.Sender,
 		Inviter:        fapi,
-	}, db, notifier, log)
+	}, db, notifiers{notifier, push}, log)
+	push.Worker = pusher.New(db, rs, cfg.ServerName, cfg.Push.SkipTLSVerify, log)
 	authn := &auth.Authenticator{ServerName: cfg.ServerName, Log: log, Lookup: func(ctx context.Context, hash string) (string, string, bool, error) {
 		d, err := db.DeviceByTokenHash(ctx, hash)
 		if err != nil {
@@ -75,9 +81,19 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		}
 		return d.Localpart, d.DeviceID, d.IsGuest, nil
 	}}
-	capi := clientapi.New(cfg, db, rs, notifier, fapi, log)
-	sapi := syncapi.New(db, rs, notifier, cfg.Presence.Enabled, fapi, cfg.ServerName, log)
+	capi := clientapi.New(cfg, db, rs, notifier, fapi, push.Worker, log)
+	sapi := syncapi.New(db, rs, notifier, cfg.Presence.Enabled, fapi, push.Worker, cfg.ServerName, log)
 	fapi.Attach(rs, sapi)
+	fetcher, err := federationapi.NewMediaFetcher(fapi)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	mapi, err := mediaapi.New(mediaapi.Deps{Config: cfg, DB: db, Federation: fetcher, Log: log})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 
 	root := mux.NewRouter().UseEncodedPath()
 	capi.RootRoutes(root)
@@ -89,17 +105,23 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		capi.Routes(c, authn)
 		sapi.Routes(c, authn)
 	}
-	capi.V1Routes(root.PathPrefix("/_matrix/client/v1").Subrouter(), authn)
+	v1 := root.PathPrefix("/_matrix/client/v1").Subrouter()
+	capi.V1Routes(v1, authn)
+	sapi.V1Routes(v1, authn) // relations, threads
+	mapi.Routes(root, authn)
+	mapi.FederationRoutes(root, fapi.ServerAuth)
 	root.NotFoundHandler = httputil.NotFoundHandler(root)
 	root.MethodNotAllowedHandler = root.NotFoundHandler
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &server{cfg: cfg, log: log, db: db, cancel: cancel, sync: sapi, rs: rs,
+	s := &server{cfg: cfg, log: log, db: db, cancel: cancel, sync: sapi, rs: rs, media: mapi,
 		handler: httputil.CORS(httputil.Recover(log, root))}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); sapi.Run(runCtx) }()
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); fapi.Run(runCtx) }()
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); push.Worker.Run(runCtx) }()
 	return s, nil
 }
 
@@ -179,6 +201,7 @@ func (s *server) shutdown(ctx context.Context) error {
 	}
 	s.cancel()
 	s.wg.Wait()
+	s.media.Close()
 	errs = append(errs, s.db.Close())
 	return errors.Join(errs...)
 }
@@ -192,4 +215,31 @@ func (s *server) addrs() []string {
 		out = append(out, l.Addr().String())
 	}
 	return out
+}
+
+// notifiers passes the roomserver's commit notices to each listener.
+type notifiers []roomserver.Notifier
+
+func (ns notifiers) OnRoomEventPending(roomID string, pos int64, membershipOf string) {
+	for _, n := range ns {
+		n.OnRoomEventPending(roomID, pos, membershipOf)
+	}
+}
+
+func (ns notifiers) OnRoomEvent(roomID string, pos int64, users []string) {
+	for _, n := range ns {
+		n.OnRoomEvent(roomID, pos, users)
+	}
+}
+
+// pusherRef lets the roomserver's listeners include the push worker, which
+// is built after the roomserver it reads from.
+type pusherRef struct{ *pusher.Worker }
+
+func (p *pusherRef) OnRoomEventPending(roomID string, pos int64, membershipOf string) {}
+
+func (p *pusherRef) OnRoomEvent(roomID string, pos int64, users []string) {
+	if p.Worker != nil {
+		p.Worker.OnRoomEvent(roomID, pos, users)
+	}
 }

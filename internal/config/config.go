@@ -93,6 +93,53 @@ type Config struct {
 		Enabled bool `yaml:"enabled"`
 	} `yaml:"presence"`
 
+	// Push is delivery to push gateways (HTTP pushers).
+	Push struct {
+		// SkipTLSVerify disables certificate checks on gateways (test
+		// networks only).
+		SkipTLSVerify bool `yaml:"skip_tls_verify"`
+	} `yaml:"push"`
+
+	// TURN is the relay offered to VoIP clients (GET /voip/turnServer).
+	// With SharedSecret, each user gets time-limited credentials (the TURN
+	// REST scheme coturn's use-auth-secret checks); otherwise the fixed
+	// Username and Password are handed out. No URIs: no TURN server.
+	TURN struct {
+		URIs         []string `yaml:"uris"`
+		SharedSecret string   `yaml:"shared_secret"`
+		Username     string   `yaml:"username"`
+		Password     string   `yaml:"password"`
+		// TTL is how long credentials are valid, in seconds.
+		TTL int `yaml:"ttl"`
+		// AllowGuests gives guest accounts credentials too.
+		AllowGuests bool `yaml:"allow_guests"`
+	} `yaml:"turn"`
+
+	// LoginToken lets a signed-in client make a single-use token that logs
+	// another client in (POST /_matrix/client/v1/login/get_token, after
+	// re-entering the password; m.login.token).
+	LoginToken struct {
+		Enabled bool `yaml:"enabled"`
+	} `yaml:"login_token"`
+
+	Media struct {
+		// Path is the directory holding media files (content-addressed by
+		// SHA-256). Empty: "media" next to the SQLite database (next to
+		// the config file with PostgreSQL).
+		Path string `yaml:"path"`
+		// MaxUploadSize is the largest upload, and the largest remote
+		// file fetched, in bytes.
+		MaxUploadSize int64 `yaml:"max_upload_size"`
+		// UserQuota caps the bytes each local user may have uploaded;
+		// TotalQuota caps all local uploads together. 0: unlimited.
+		UserQuota  int64 `yaml:"user_quota"`
+		TotalQuota int64 `yaml:"total_quota"`
+		// RemoteCacheSize caps the bytes of other servers' media (and
+		// their thumbnails) kept; the least recently used go first.
+		// 0: unlimited.
+		RemoteCacheSize int64 `yaml:"remote_cache_size"`
+	} `yaml:"media"`
+
 	// LogLevel: debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 
@@ -119,7 +166,12 @@ func Defaults() *Config {
 	c.RateLimits.PerSecond = 2
 	c.RateLimits.Burst = 20
 	c.Presence.Enabled = true
+	c.TURN.TTL = 86400
+	c.TURN.AllowGuests = true
+	c.LoginToken.Enabled = true
 	c.Federation.Backfill = "on_demand"
+	c.Media.MaxUploadSize = 50 << 20
+	c.Media.RemoteCacheSize = 1 << 30
 	return c
 }
 
@@ -155,6 +207,19 @@ func (c *Config) DatabaseDSN() string {
 		return c.Database
 	}
 	return c.Path(strings.TrimPrefix(c.Database, "file:"))
+}
+
+// MediaPath is the media directory.
+func (c *Config) MediaPath() string {
+	if c.Media.Path != "" {
+		return c.Path(c.Media.Path)
+	}
+	dsn := c.DatabaseDSN()
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return c.Path("media")
+	}
+	dsn, _, _ = strings.Cut(dsn, "?")
+	return filepath.Join(filepath.Dir(dsn), "media")
 }
 
 // Validate reports every problem with the config at once.
@@ -234,6 +299,23 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		add("log_level %q must be debug, info, warn or error", c.LogLevel)
+	}
+	if c.Media.MaxUploadSize <= 0 {
+		add("media.max_upload_size must be positive")
+	}
+	if c.Media.UserQuota < 0 || c.Media.TotalQuota < 0 || c.Media.RemoteCacheSize < 0 {
+		add("media: user_quota, total_quota and remote_cache_size must not be negative")
+	}
+	for _, u := range c.TURN.URIs {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+			add("turn.uris: %q must start with turn: or turns:", u)
+		}
+	}
+	if len(c.TURN.URIs) > 0 && c.TURN.TTL <= 0 {
+		add("turn.ttl must be a positive number of seconds")
+	}
+	if c.TURN.SharedSecret != "" && (c.TURN.Username != "" || c.TURN.Password != "") {
+		add("turn: set either shared_secret or username and password, not both")
 	}
 	for _, f := range c.AppServiceConfigFiles {
 		if _, err := os.Stat(c.Path(f)); err != nil {

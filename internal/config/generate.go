@@ -55,6 +55,7 @@ func Generate(opts GenerateOptions) (string, error) {
 		c.Registration.Guests = true
 		c.RateLimits.Enabled = false
 		c.Federation.SkipTLSVerify = true
+		c.Push.SkipTLSVerify = true
 		c.Federation.AllowPrivatePeers = true
 		c.BcryptCost = 4
 	}
