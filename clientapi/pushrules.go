@@ -369,3 +369,71 @@ func (a *API) setPusher(r *http.Request) (any, error) {
 	}
 	return struct{}{}, nil
 }
+
+// copyPushRulesFromPredecessor gives a user joining an upgraded room the
+// push rules they had for the room it replaced (a muted room stays muted,
+// "Room Upgrades": servers should carry such per-room settings over): room
+// rules with the old room's ID, and override/underride rules whose only
+// room condition names it. Best effort; the join has happened.
+func (a *API) copyPushRulesFromPredecessor(r *http.Request, d *auth.Device, roomID string) {
+	create, err := a.rs.CurrentStateEvent(r.Context(), roomID, "m.room.create", "")
+	if err != nil || create == nil {
+		return
+	}
+	old := gjson.GetBytes(create.JSON, "content.predecessor.room_id").Str
+	if old == "" {
+		return
+	}
+	a.pushMu.Lock()
+	defer a.pushMu.Unlock()
+	rs, err := a.loadPushRules(r, d)
+	if err != nil {
+		return
+	}
+	changed := false
+	for _, kind := range pushrules.Kinds {
+		rules := rs.Kind(kind)
+		var add []*pushrules.Rule
+		for _, rule := range *rules {
+			if rule.Default {
+				continue
+			}
+			var cp *pushrules.Rule
+			switch {
+			case kind == "room" && rule.RuleID == old:
+				c := *rule
+				c.RuleID = roomID
+				cp = &c
+			case kind == "override" || kind == "underride":
+				for i, cond := range rule.Conditions {
+					if cond.Kind == "event_match" && cond.Key == "room_id" && cond.Pattern != nil && *cond.Pattern == old {
+						c := *rule
+						c.RuleID = rule.RuleID + "-" + roomID
+						c.Conditions = append([]pushrules.Condition(nil), rule.Conditions...)
+						p := roomID
+						c.Conditions[i].Pattern = &p
+						cp = &c
+						break
+					}
+				}
+			}
+			if cp != nil && rs.Find(kind, cp.RuleID) == nil {
+				add = append(add, cp)
+			}
+		}
+		if len(add) > 0 {
+			*rules = append(add, *rules...)
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	doc, err := json.Marshal(rs.Document())
+	if err == nil {
+		err = a.putAccountDataNotify(r, d, "", storage.PushRulesType, doc)
+	}
+	if err != nil {
+		a.log.Warn("copying push rules to an upgraded room", "room", roomID, "err", err)
+	}
+}

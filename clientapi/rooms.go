@@ -132,6 +132,7 @@ func (a *API) join(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
+	a.copyPushRulesFromPredecessor(r, d, roomID)
 	return map[string]any{"room_id": roomID}, nil
 }
 
@@ -201,6 +202,9 @@ func (a *API) membership(action string) httputil.Handler {
 		target := gjson.GetBytes(body, "user_id")
 		reason := gjson.GetBytes(body, "reason").Str
 		if action == "leave" {
+			if err := a.rs.CheckSelfLeave(r.Context(), roomID, d.UserID); err != nil { // server notices invite
+				return nil, err
+			}
 			_, err := a.rs.ChangeMembership(r.Context(), roomID, d.UserID, d.UserID, spec.Leave, reason, nil)
 			if errors.Is(err, roomserver.ErrUnknownRoom) {
 				// Declining an invite to a room on another server.

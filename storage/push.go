@@ -262,3 +262,26 @@ func (db *DB) UnreadNotificationCount(ctx context.Context, localpart, userID str
 			WHERE r.room_id = n.room_id AND r.user_id = $2 AND r.receipt_type IN ('m.read', 'm.read.private')), 0)`, localpart, userID).Scan(&n)
 	return n, err
 }
+
+// ReadReceiptPositions returns, per thread ("" for unthreaded receipts,
+// "main" for the main timeline, else the thread root's event ID), the
+// stream position of the event the user's latest m.read or m.read.private
+// receipt in a room points at.
+func (db *DB) ReadReceiptPositions(ctx context.Context, roomID, userID string) (map[string]int64, error) {
+	rows, err := db.R().QueryContext(ctx, `SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r JOIN events e ON e.event_id = r.event_id
+		WHERE r.room_id = $1 AND r.user_id = $2 AND r.receipt_type IN ('m.read', 'm.read.private') GROUP BY r.thread_id`, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var thread string
+		var pos int64
+		if err := rows.Scan(&thread, &pos); err != nil {
+			return nil, err
+		}
+		out[thread] = pos
+	}
+	return out, rows.Err()
+}

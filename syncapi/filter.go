@@ -18,6 +18,9 @@ type EventFilter struct {
 	LazyLoadMembers         bool     `json:"lazy_load_members"`
 	IncludeRedundantMembers bool     `json:"include_redundant_members"`
 	ContainsURL             *bool    `json:"contains_url"`
+	// UnreadThreadNotifications asks for notification counts per thread
+	// (Client-Server API, "Receiving notifications").
+	UnreadThreadNotifications bool `json:"unread_thread_notifications"`
 }
 
 // RoomFilter is the "room" part of a sync filter.

@@ -811,8 +811,20 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 				fresh = []*storage.Event{}
 			}
 		}
-		n, h := s.unreadCounts(ctx, roomID, userID, req.dev.Localpart, from, to, fresh)
-		rr["unread_notifications"] = map[string]any{"notification_count": n, "highlight_count": h}
+		if rf.Timeline.UnreadThreadNotifications {
+			main, threads := s.threadedUnreadCounts(ctx, roomID, userID, req.dev.Localpart, to)
+			rr["unread_notifications"] = map[string]any{"notification_count": main.notify, "highlight_count": main.highlight}
+			if len(threads) > 0 {
+				ut := map[string]any{}
+				for root, c := range threads {
+					ut[root] = map[string]any{"notification_count": c.notify, "highlight_count": c.highlight}
+				}
+				rr["unread_thread_notifications"] = ut
+			}
+		} else {
+			n, h := s.unreadCounts(ctx, roomID, userID, req.dev.Localpart, from, to, fresh)
+			rr["unread_notifications"] = map[string]any{"notification_count": n, "highlight_count": h}
+		}
 	}
 	return rr, nonEmpty, nil
 }

@@ -33,8 +33,9 @@ type Sync struct {
 	// sentMembers remembers, per user|device|room, which member events a
 	// device was sent, so lazy-loading syncs can leave out redundant ones.
 	sentMembers *lru.Cache[string, map[string]string]
-	filters     *lru.Cache[string, *Filter]     // localpart|filter ID -> parsed filter
-	unread      *lru.Cache[string, unreadCount] // user|room -> counts
+	filters     *lru.Cache[string, *Filter]        // localpart|filter ID -> parsed filter
+	unread      *lru.Cache[string, unreadCount]    // user|room -> counts
+	threaded    *lru.Cache[string, threadedUnread] // user|room|t -> per-thread counts
 	rules       pushrules.Cache
 	stopOnce    sync.Once
 	fed         Federation
@@ -66,7 +67,7 @@ func New(db *storage.DB, rs *roomserver.Server, notifier *Notifier, presence boo
 	return &Sync{db: db, rs: rs, notifier: notifier, eph: newEphemeral(), log: log, presenceOn: presence, stopping: make(chan struct{}),
 		fed: fed, badges: badges, serverName: serverName,
 		sentMembers: lru.New[string, map[string]string](4096), filters: lru.New[string, *Filter](1024),
-		unread: lru.New[string, unreadCount](8192)}
+		unread: lru.New[string, unreadCount](8192), threaded: lru.New[string, threadedUnread](8192)}
 }
 
 // Run expires typing notifications and decays presence until ctx ends.

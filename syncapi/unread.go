@@ -3,6 +3,8 @@ package syncapi
 import (
 	"context"
 
+	"github.com/tidwall/gjson"
+
 	"repeater/internal/pushrules"
 	"repeater/storage"
 )
@@ -79,4 +81,99 @@ type unreadCount struct {
 	receipt, upto     int64
 	notify, highlight int
 	rules             *pushrules.Ruleset
+}
+
+// counts is one notification and highlight count.
+type counts struct{ notify, highlight int }
+
+// threadedUnread is a cached per-thread count up to a stream position,
+// under one set of receipts and rules.
+type threadedUnread struct {
+	receipts map[string]int64
+	upto     int64
+	rules    *pushrules.Ruleset
+	main     counts
+	threads  map[string]counts
+}
+
+// threadedUnreadCounts counts notifications separately for the main
+// timeline and for each thread, for clients that asked for
+// unread_thread_notifications (Client-Server API, "Receiving
+// notifications", and "Threaded read receipts"): an event in a thread is
+// read once an unthreaded receipt or that thread's receipt reaches it; any
+// other event once an unthreaded or a "main" receipt does. A thread's root
+// belongs to the main timeline.
+func (s *Sync) threadedUnreadCounts(ctx context.Context, roomID, userID, localpart string, to int64) (counts, map[string]counts) {
+	doc, err := s.db.PushRules(ctx, localpart)
+	if err != nil {
+		return counts{}, nil
+	}
+	rules := s.rules.Get(userID, doc)
+	key := userID + "|" + roomID + "|t"
+	c, ok := s.threaded.Get(key)
+	receipts := c.receipts
+	if !ok || s.notifier.idx.receiptsChanged(roomID, c.upto) {
+		if receipts, err = s.db.ReadReceiptPositions(ctx, roomID, userID); err != nil {
+			return counts{}, nil
+		}
+	}
+	if !ok || !sameReceipts(c.receipts, receipts) || c.upto > to || c.rules != rules {
+		c = threadedUnread{receipts: receipts, upto: receipts[""], rules: rules}
+	}
+	if c.upto < to {
+		evs, err := s.db.EventsFromOthers(ctx, roomID, userID, c.upto, to, 1000)
+		if err != nil {
+			return counts{}, nil
+		}
+		threads := make(map[string]counts, len(c.threads))
+		for k, v := range c.threads {
+			threads[k] = v
+		}
+		c.threads = threads
+		var env pushrules.Env
+		for _, e := range evs {
+			thread := "main"
+			if rel := gjson.GetBytes(e.JSON, `content.m\.relates_to`); rel.Get("rel_type").Str == "m.thread" && rel.Get("event_id").Str != "" {
+				thread = rel.Get("event_id").Str
+			}
+			if e.StreamPos <= max(receipts[""], receipts[thread]) {
+				continue
+			}
+			if env.MemberCount == nil {
+				env = s.rs.PushEnv(ctx, roomID, userID)
+			}
+			res := rules.Evaluate(e.JSON, env)
+			if !res.Notify {
+				continue
+			}
+			b := c.main
+			if thread != "main" {
+				b = c.threads[thread]
+			}
+			b.notify++
+			if res.Highlight {
+				b.highlight++
+			}
+			if thread == "main" {
+				c.main = b
+			} else {
+				c.threads[thread] = b
+			}
+		}
+		c.upto = to
+		s.threaded.Put(key, c)
+	}
+	return c.main, c.threads
+}
+
+func sameReceipts(a, b map[string]int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
 }

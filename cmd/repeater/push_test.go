@@ -301,3 +301,70 @@ func TestHTTPPusher(t *testing.T) {
 		}
 	})
 }
+
+// Per-thread counts for clients that ask for them: replies in a thread
+// count for the thread, the root and other messages for the main timeline;
+// a thread's receipt clears only that thread, an unthreaded one all.
+func TestThreadNotificationCounts(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		ts := startTestServer(t, cfg)
+		alice, bob := ts.register("alice"), ts.register("bob")
+		roomID := sharedRoom(alice, bob)
+		room := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
+		root := alice.send(roomID, "what's for lunch?")
+		reply := func(txn, body string) string {
+			return alice.must("PUT", room+"/send/m.room.message/"+txn, map[string]any{"msgtype": "m.text", "body": body,
+				"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}}).Get("event_id").Str
+		}
+		r1 := reply("r1", "soup")
+		reply("r2", "salad")
+		filter := url.QueryEscape(`{"room":{"timeline":{"unread_thread_notifications":true}}}`)
+		counts := func() (gjson.Result, gjson.Result) {
+			res := bob.must("GET", "/_matrix/client/v3/sync?filter="+filter, nil).Get("rooms.join." + gjson.Escape(roomID))
+			return res.Get("unread_notifications"), res.Get("unread_thread_notifications." + gjson.Escape(root))
+		}
+		main, thread := counts()
+		if main.Get("notification_count").Int() != 1 || thread.Get("notification_count").Int() != 2 {
+			t.Fatalf("before reading: main %s, thread %s", main.Raw, thread.Raw)
+		}
+		// Without the filter option, one count for everything.
+		all := bob.must("GET", "/_matrix/client/v3/sync", nil).Get("rooms.join." + gjson.Escape(roomID))
+		if all.Get("unread_notifications.notification_count").Int() != 3 || all.Get("unread_thread_notifications").Exists() {
+			t.Fatalf("unthreaded counts: %s", all.Raw)
+		}
+		bob.must("POST", room+"/receipt/m.read/"+url.PathEscape(r1), map[string]any{"thread_id": root})
+		if main, thread = counts(); main.Get("notification_count").Int() != 1 || thread.Get("notification_count").Int() != 1 {
+			t.Fatalf("after reading the thread's first reply: main %s, thread %s", main.Raw, thread.Raw)
+		}
+		bob.must("POST", room+"/receipt/m.read/"+url.PathEscape(root), map[string]any{"thread_id": "main"})
+		if main, thread = counts(); main.Get("notification_count").Int() != 0 || thread.Get("notification_count").Int() != 1 {
+			t.Fatalf("after reading the main timeline: main %s, thread %s", main.Raw, thread.Raw)
+		}
+		last := alice.send(roomID, "done")
+		bob.must("POST", room+"/receipt/m.read/"+url.PathEscape(last), map[string]any{})
+		if main, thread = counts(); main.Get("notification_count").Int() != 0 || thread.Exists() && thread.Get("notification_count").Int() != 0 {
+			t.Fatalf("after an unthreaded receipt: main %s, thread %s", main.Raw, thread.Raw)
+		}
+	})
+}
+
+// Joining the room that replaced an upgraded one carries the user's rules
+// for the old room over: a muted room stays muted.
+func TestPushRulesFollowRoomUpgrade(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		ts := startTestServer(t, cfg)
+		alice, bob := ts.register("alice"), ts.register("bob")
+		roomID := sharedRoom(alice, bob)
+		bob.must("PUT", rulesPath+"global/room/"+url.PathEscape(roomID), map[string]any{"actions": []any{}})
+		newRoom := alice.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/upgrade", map[string]any{"new_version": "10"}).Get("replacement_room").Str
+		bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(newRoom), nil)
+		if r := bob.must("GET", rulesPath+"global/room/"+url.PathEscape(newRoom), nil); r.Get("rule_id").Str != newRoom || len(r.Get("actions").Array()) != 0 {
+			t.Fatalf("rule for the new room: %s", r.Raw)
+		}
+		alice.send(newRoom, "hello")
+		u := bob.must("GET", "/_matrix/client/v3/sync", nil).Get("rooms.join." + gjson.Escape(newRoom) + ".unread_notifications")
+		if u.Get("notification_count").Int() != 0 {
+			t.Fatalf("the new room is not muted: %s", u.Raw)
+		}
+	})
+}
