@@ -133,6 +133,7 @@ func (a *API) join(r *http.Request) (any, error) {
 		}
 	}
 	a.copyPushRulesFromPredecessor(r, d, roomID)
+	a.rs.FollowUpgrade(r.Context(), roomID)
 	return map[string]any{"room_id": roomID}, nil
 }
 

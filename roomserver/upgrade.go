@@ -181,6 +181,10 @@ func (s *Server) upgradeSource(ctx context.Context, roomID, userID string) (*upg
 	for _, typ := range upgradeCopied {
 		if p := get(typ, ""); p != nil {
 			src.state = append(src.state, copiedState{typ: typ, content: p.Content()})
+		} else if typ == "m.room.guest_access" {
+			// No event means forbidden; the new room says so explicitly
+			// (clients and sytest look for the event after an upgrade).
+			src.state = append(src.state, copiedState{typ: typ, content: []byte(`{"guest_access":"forbidden"}`)})
 		}
 	}
 	for k, nid := range r.state {
@@ -435,5 +439,38 @@ func (s *Server) restrictUpgradedRoom(ctx context.Context, roomID, userID string
 	empty := ""
 	if _, err := s.Send(ctx, roomID, userID, spec.MRoomPowerLevels, &empty, pl, SendOpts{Localpart: localpartOf(userID)}); err != nil {
 		s.log.Info("upgrade: old room's power levels left as they were", "room", roomID, "err", err)
+	}
+}
+
+// FollowUpgrade is called after a local user joined a room. If the room
+// replaced one this server knows (its create event names a predecessor
+// whose tombstone points back at it), this server's aliases and public
+// directory entry for the old room move to the new one, as the upgrading
+// server does for its own ("Room Upgrades"). The tombstone check keeps a
+// room that merely claims a predecessor from taking its aliases.
+// Idempotent; errors are logged.
+func (s *Server) FollowUpgrade(ctx context.Context, roomID string) {
+	create, err := s.CurrentStateEvent(ctx, roomID, spec.MRoomCreate, "")
+	if err != nil || create == nil {
+		return
+	}
+	old := gjson.GetBytes(create.JSON, "content.predecessor.room_id").Str
+	if old == "" || old == roomID {
+		return
+	}
+	ts, err := s.CurrentStateEvent(ctx, old, "m.room.tombstone", "")
+	if err != nil || ts == nil || gjson.GetBytes(ts.JSON, "content.replacement_room").Str != roomID {
+		return
+	}
+	if _, err := s.db.MoveAliases(ctx, old, roomID); err != nil {
+		s.log.Warn("following an upgrade: moving aliases", "room", roomID, "err", err)
+	}
+	if info, err := s.db.GetRoom(ctx, old); err == nil && info.Published {
+		if err := s.db.SetPublished(ctx, roomID, true); err == nil {
+			err = s.db.SetPublished(ctx, old, false)
+		}
+		if err != nil {
+			s.log.Warn("following an upgrade: directory", "room", roomID, "err", err)
+		}
 	}
 }
