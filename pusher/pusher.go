@@ -188,7 +188,8 @@ func (w *Worker) evaluate(ctx context.Context, pos int64) (int64, int, error) {
 	var ns []storage.Notification
 	envs := map[string]pushrules.Env{} // room|user
 	for _, e := range evs {
-		for _, userID := range w.candidates(ctx, e) {
+		users, joined := w.candidates(ctx, e)
+		for _, userID := range users {
 			localpart := strings.TrimPrefix(strings.TrimSuffix(userID, ":"+w.serverName), "@")
 			doc, err := w.db.PushRules(ctx, localpart)
 			if err != nil {
@@ -197,6 +198,9 @@ func (w *Worker) evaluate(ctx context.Context, pos int64) (int64, int, error) {
 			env, ok := envs[e.RoomID+"|"+userID]
 			if !ok {
 				env = w.rs.PushEnv(ctx, e.RoomID, userID)
+				// The members were just listed: count them once, not once
+				// per user (large rooms).
+				env.MemberCount = func() int { return joined }
 				envs[e.RoomID+"|"+userID] = env
 			}
 			res := w.rules.Get(userID, doc).Evaluate(e.JSON, env)
@@ -219,8 +223,9 @@ func (w *Worker) evaluate(ctx context.Context, pos int64) (int64, int, error) {
 }
 
 // candidates are the local users an event may notify: the room's joined
-// members other than the sender, and the target of an invite.
-func (w *Worker) candidates(ctx context.Context, e *storage.Event) []string {
+// members other than the sender, and the target of an invite; and the
+// number of joined members.
+func (w *Worker) candidates(ctx context.Context, e *storage.Event) ([]string, int) {
 	suffix := ":" + w.serverName
 	// A room we are not in (an invite over federation) has no members here.
 	members, _ := w.rs.MembersWith(ctx, e.RoomID, "join")
@@ -234,7 +239,7 @@ func (w *Worker) candidates(ctx context.Context, e *storage.Event) []string {
 		gjson.GetBytes(e.JSON, "content.membership").Str == "invite" {
 		out = append(out, *e.StateKey)
 	}
-	return out
+	return out, len(members)
 }
 
 func (w *Worker) deliverLoop(ctx context.Context) {
