@@ -59,7 +59,9 @@ func (m *API) fileErr(md *media, err error) error {
 	}
 	m.log.Warn("media: file missing", "origin", md.Origin, "media_id", md.MediaID, "sha256", md.SHA256)
 	if md.Origin != "" {
-		m.db.DeleteRemoteMedia(context.Background(), md.Origin, md.MediaID)
+		if shas, err := m.db.DeleteRemoteMedia(context.Background(), md.Origin, md.MediaID); err == nil {
+			m.store.collect(context.Background(), m.db, shas...)
+		}
 	}
 	return httputil.NotFound("Media not found")
 }
@@ -108,7 +110,8 @@ func (m *API) resolveLocal(ctx context.Context, mediaID string, wait time.Durati
 	lm, err := m.db.GetMedia(ctx, mediaID)
 	if err == nil && lm.Pending() {
 		// Register before looking again, so an upload in between is seen.
-		ch := m.waitChan(mediaID)
+		ch, done := m.wait(mediaID)
+		defer done()
 		if lm, err = m.db.GetMedia(ctx, mediaID); err == nil && lm.Pending() {
 			if lm.ExpiresTS < nowMS() {
 				return nil, httputil.NotFound("Media not found")

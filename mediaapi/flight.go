@@ -2,6 +2,8 @@ package mediaapi
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"sync"
 )
 
@@ -34,7 +36,7 @@ func (g *flightGroup) do(ctx context.Context, wg *sync.WaitGroup, key string, fn
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f.val, f.err = fn()
+			f.val, f.err = safely(fn)
 			g.mu.Lock()
 			delete(g.m, key)
 			g.mu.Unlock()
@@ -48,4 +50,15 @@ func (g *flightGroup) do(ctx context.Context, wg *sync.WaitGroup, key string, fn
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// safely runs fn, turning a panic (a decoder meeting a hostile file) into
+// an error.
+func safely(fn func() (any, error)) (v any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("media: panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return fn()
 }

@@ -53,7 +53,6 @@ type Deps struct {
 
 // API is the media repository.
 type API struct {
-	cfg        *config.Config
 	serverName string
 	db         *storage.DB
 	fed        Federation
@@ -77,7 +76,7 @@ type API struct {
 
 	// waiters are requests waiting for an asynchronous upload.
 	wmu     sync.Mutex
-	waiters map[string]chan struct{}
+	waiters map[string]*waiter
 
 	// Background work (remote fetches, thumbnails) outlives the request
 	// that started it, not the API.
@@ -110,13 +109,13 @@ func New(d Deps) (*API, error) {
 	workers := min(2, max(1, runtime.NumCPU()/2))
 	ctx, cancel := context.WithCancel(context.Background())
 	return &API{
-		cfg: cfg, serverName: cfg.ServerName, db: d.DB, fed: d.Federation, log: d.Log, store: store,
+		serverName: cfg.ServerName, db: d.DB, fed: d.Federation, log: d.Log, store: store,
 		limiter:   httputil.NewLimiter(cfg.RateLimits.Enabled, cfg.RateLimits.PerSecond, cfg.RateLimits.Burst),
 		maxUpload: cfg.Media.MaxUploadSize,
 		quota:     storage.MediaQuota{User: cfg.Media.UserQuota, Total: cfg.Media.TotalQuota},
 		cacheSize: cfg.Media.RemoteCacheSize,
 		thumbSem:  make(chan struct{}, workers),
-		waiters:   map[string]chan struct{}{},
+		waiters:   map[string]*waiter{},
 		probes:    lru.New[string, probed](4096),
 		baseCtx:   ctx, cancel: cancel,
 	}, nil

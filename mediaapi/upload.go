@@ -178,23 +178,38 @@ func (m *API) storeUpload(ctx context.Context, body io.Reader, record func(sha s
 // uploaded wakes the downloads waiting for a media ID's content.
 func (m *API) uploaded(id string) {
 	m.wmu.Lock()
-	if ch, ok := m.waiters[id]; ok {
-		close(ch)
+	if w, ok := m.waiters[id]; ok {
+		close(w.ch)
 		delete(m.waiters, id)
 	}
 	m.wmu.Unlock()
 }
 
-// waitChan returns a channel closed when id's content is uploaded.
-func (m *API) waitChan(id string) <-chan struct{} {
+// waiter is the requests waiting for one media ID's upload.
+type waiter struct {
+	ch chan struct{}
+	n  int
+}
+
+// wait registers a request waiting for id's content: the channel is
+// closed when it is uploaded; done must be called when the request stops
+// waiting.
+func (m *API) wait(id string) (ch <-chan struct{}, done func()) {
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
-	ch, ok := m.waiters[id]
+	w, ok := m.waiters[id]
 	if !ok {
-		ch = make(chan struct{})
-		m.waiters[id] = ch
+		w = &waiter{ch: make(chan struct{})}
+		m.waiters[id] = w
 	}
-	return ch
+	w.n++
+	return w.ch, func() {
+		m.wmu.Lock()
+		defer m.wmu.Unlock()
+		if w.n--; w.n == 0 && m.waiters[id] == w {
+			delete(m.waiters, id)
+		}
+	}
 }
 
 // cleanContentType normalises an upload's Content-Type; anything that is
