@@ -185,14 +185,8 @@ func (a *API) reportEvent(r *http.Request) (any, error) {
 	} else if !ok {
 		return nil, notFound
 	}
-	if err := a.limiter.Allow("report:" + d.UserID); err != nil {
-		return nil, err
-	}
-	if _, err := a.db.AddReport(r.Context(), storage.Report{Kind: "event", Reporter: d.UserID, RoomID: e.RoomID, EventID: e.EventID,
-		Reason: reason, Score: score}); err != nil {
-		return nil, err
-	}
-	return struct{}{}, nil
+	return struct{}{}, a.fileReport(r, d, storage.Report{Kind: "event", Reporter: d.UserID, RoomID: e.RoomID, EventID: e.EventID,
+		Reason: reason, Score: score})
 }
 
 // reportRoom handles POST /rooms/{roomId}/report (spec v1.13): any room
@@ -214,13 +208,7 @@ func (a *API) reportRoom(r *http.Request) (any, error) {
 		}
 		return nil, err
 	}
-	if err := a.limiter.Allow("report:" + d.UserID); err != nil {
-		return nil, err
-	}
-	if _, err := a.db.AddReport(r.Context(), storage.Report{Kind: "room", Reporter: d.UserID, RoomID: roomID, Reason: reason}); err != nil {
-		return nil, err
-	}
-	return struct{}{}, nil
+	return struct{}{}, a.fileReport(r, d, storage.Report{Kind: "room", Reporter: d.UserID, RoomID: roomID, Reason: reason})
 }
 
 // reportUser handles POST /users/{userId}/report (spec v1.14). A local user
@@ -248,13 +236,7 @@ func (a *API) reportUser(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
-	if err := a.limiter.Allow("report:" + d.UserID); err != nil {
-		return nil, err
-	}
-	if _, err := a.db.AddReport(r.Context(), storage.Report{Kind: "user", Reporter: d.UserID, TargetUserID: target, Reason: reason}); err != nil {
-		return nil, err
-	}
-	return struct{}{}, nil
+	return struct{}{}, a.fileReport(r, d, storage.Report{Kind: "user", Reporter: d.UserID, TargetUserID: target, Reason: reason})
 }
 
 // timestampToEvent handles GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event
@@ -417,4 +399,13 @@ func (a *API) threepidRequestToken(r *http.Request) (any, error) {
 		what = "phone numbers"
 	}
 	return nil, httputil.Err(400, "M_THREEPID_MEDIUM_NOT_SUPPORTED", "This server does not support adding "+what)
+}
+
+// fileReport stores a report, rate-limited per reporter.
+func (a *API) fileReport(r *http.Request, d *auth.Device, rep storage.Report) error {
+	if err := a.limiter.Allow("report:" + d.UserID); err != nil {
+		return err
+	}
+	_, err := a.db.AddReport(r.Context(), rep)
+	return err
 }
