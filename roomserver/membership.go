@@ -25,6 +25,9 @@ func localpartOf(userID string) string {
 
 // Join joins a local user to a room this server knows.
 func (s *Server) Join(ctx context.Context, roomID, userID string, profile CreatorProfile, extra map[string]any) (*storage.Event, error) {
+	if err := s.checkBlocked(ctx, roomID, userID); err != nil { // admin.go
+		return nil, err
+	}
 	r, err := s.lockRoom(ctx, roomID)
 	if err != nil {
 		return nil, err

@@ -137,12 +137,13 @@ func eventsWhereIn[T any](ctx context.Context, db *DB, column string, vals []T) 
 	return out, nil
 }
 
-// RoomEventsInRange returns up to limit of the latest accepted events of a
-// room with stream_pos in (from, to], oldest first, and whether more were in
-// range.
+// RoomEventsInRange returns up to limit of the latest accepted timeline
+// events of a room with stream_pos in (from, to], oldest first, and whether
+// more were in range. (Outliers have negative positions, except state
+// events a history purge took out of the timeline.)
 func (db *DB) RoomEventsInRange(ctx context.Context, roomID string, from, to int64, limit int) ([]*Event, bool, error) {
 	evs, err := scanEvents(db.R().QueryContext(ctx, `SELECT `+eventCols+` FROM events
-		WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND rejected = 0
+		WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND rejected = 0 AND outlier = 0
 		ORDER BY stream_pos DESC LIMIT $4`, roomID, from, to, limit+1))
 	if err != nil {
 		return nil, false, err

@@ -262,9 +262,13 @@ func (tx *Tx) FillGap(ctx context.Context, roomID, eventID string) error {
 	return err
 }
 
-// Gaps returns a room's gaps, deepest first.
+// Gaps returns a room's gaps, deepest first. Gaps at or below a history
+// purge's boundary (storage/admin.go) are left out: that history was
+// deleted on purpose and is not fetched again.
 func (db *DB) Gaps(ctx context.Context, roomID string) ([]Gap, error) {
-	rows, err := db.R().QueryContext(ctx, `SELECT event_id, depth FROM room_gaps WHERE room_id = $1 ORDER BY depth DESC, event_id`, roomID)
+	rows, err := db.R().QueryContext(ctx, `SELECT event_id, depth FROM room_gaps WHERE room_id = $1
+		AND depth > COALESCE((SELECT before_depth FROM room_history_purges WHERE room_id = $1), -1)
+		ORDER BY depth DESC, event_id`, roomID)
 	if err != nil {
 		return nil, err
 	}

@@ -3,8 +3,16 @@
 //	repeater                      run from ./repeater.yaml (created on first run)
 //	repeater --config FILE        run from FILE
 //	repeater generate-config ...  write a config, signing key and (optionally) TLS pair
-//	repeater create-account ...   create a user account
+//	repeater create-account ...   create a user account (--admin: a server admin)
+//	repeater set-admin ...        grant or remove admin rights
+//	repeater users ...            list, deactivate, reset-password, devices
+//	repeater rooms ...            list, delete
+//	repeater server-notice ...    send a server notice to a user or everyone
+//	repeater purge-history ...    delete a room's old messages
 //	repeater version
+//
+// The administration commands (admin.go) work on the config's database
+// with the admin API's code; see --help on each.
 package main
 
 import (
@@ -42,13 +50,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return cmdGenerateConfig(args[1:], stdout, stderr)
 		case "create-account":
 			return cmdCreateAccount(args[1:], stdout, stderr)
+		case "set-admin":
+			return cmdSetAdmin(args[1:], stdout, stderr)
+		case "users":
+			return cmdUsers(args[1:], stdout, stderr)
+		case "rooms":
+			return cmdRooms(args[1:], stdout, stderr)
+		case "server-notice":
+			return cmdServerNotice(args[1:], stdout, stderr)
+		case "purge-history":
+			return cmdPurgeHistory(args[1:], stdout, stderr)
 		case "version":
 			fmt.Fprintln(stdout, "repeater", version)
 			return 0
 		case "run":
 			args = args[1:]
 		default:
-			fmt.Fprintf(stderr, "repeater: unknown command %q (want run, generate-config, create-account or version)\n", args[0])
+			fmt.Fprintf(stderr, "repeater: unknown command %q (want run, generate-config, create-account, set-admin, users, rooms, server-notice, purge-history or version)\n", args[0])
 			return 2
 		}
 	}

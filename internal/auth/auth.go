@@ -49,6 +49,10 @@ type Authenticator struct {
 	ServerName string
 	Lookup     LookupFunc
 	Log        *slog.Logger
+	// Seen, if set, is told of every authenticated request (for devices'
+	// last-seen records). It runs on every request: it must be cheap and
+	// must not block.
+	Seen func(r *http.Request, d *Device)
 }
 
 // TokenFromRequest returns the access token of a request, from the
@@ -81,6 +85,9 @@ func (a *Authenticator) require(h http.Handler, guests bool) http.Handler {
 		if dev.IsGuest && !guests {
 			httputil.WriteError(w, r, a.Log, httputil.Err(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is not allowed here"))
 			return
+		}
+		if a.Seen != nil {
+			a.Seen(r, dev)
 		}
 		h.ServeHTTP(w, r.WithContext(WithDevice(r.Context(), dev)))
 	})

@@ -122,6 +122,18 @@ type Config struct {
 		Enabled bool `yaml:"enabled"`
 	} `yaml:"login_token"`
 
+	// ServerNotices are messages from the administrators to users
+	// (Client-Server API, "Server Notices"; the admin API's
+	// send_server_notice and `repeater server-notice`): each user gets one
+	// room, made by the system user, tagged m.server_notice.
+	ServerNotices struct {
+		// SystemUser is the sender's localpart (its account is made on first
+		// use and cannot log in).
+		SystemUser  string `yaml:"system_user"`
+		DisplayName string `yaml:"display_name"`
+		RoomName    string `yaml:"room_name"`
+	} `yaml:"server_notices"`
+
 	Media struct {
 		// Path is the directory holding media files (content-addressed by
 		// SHA-256). Empty: "media" next to the SQLite database (next to
@@ -169,6 +181,9 @@ func Defaults() *Config {
 	c.TURN.TTL = 86400
 	c.TURN.AllowGuests = true
 	c.LoginToken.Enabled = true
+	c.ServerNotices.SystemUser = "server"
+	c.ServerNotices.DisplayName = "Server Notices"
+	c.ServerNotices.RoomName = "Server Notices"
 	c.Federation.Backfill = "on_demand"
 	c.Media.MaxUploadSize = 50 << 20
 	c.Media.RemoteCacheSize = 1 << 30
@@ -321,6 +336,9 @@ func (c *Config) Validate() error {
 		if _, err := os.Stat(c.Path(f)); err != nil {
 			add("app_service_config_files: %v", err)
 		}
+	}
+	if su := c.ServerNotices.SystemUser; su == "" || strings.Trim(su, "abcdefghijklmnopqrstuvwxyz0123456789._=-/+") != "" {
+		add("server_notices.system_user %q must be a localpart (a-z, 0-9, ._=-/+)", su)
 	}
 	return errors.Join(errs...)
 }
