@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/hex"
@@ -494,21 +495,36 @@ func (a *API) deactivate(r *http.Request) (any, error) {
 	if err := a.checkPasswordAuth(r, body, d); err != nil {
 		return nil, err
 	}
-	for _, m := range []string{spec.Join, spec.Invite} {
-		rooms, err := a.db.RoomsByMembership(r.Context(), d.UserID, m)
+	if err := a.DeactivateAccount(r.Context(), d.Localpart); err != nil {
+		return nil, err
+	}
+	return map[string]any{"id_server_unbind_result": "no-support"}, nil
+}
+
+// DeactivateAccount deactivates a local account: the user leaves every
+// room they are in, invited to or knocking on, their devices go (with
+// their keys, pushers and to-device messages) and the account can no
+// longer log in. Also used by the admin API (adminapi.Accounts).
+func (a *API) DeactivateAccount(ctx context.Context, localpart string) error {
+	userID := "@" + localpart + ":" + a.serverName
+	for _, m := range []string{spec.Join, spec.Invite, spec.Knock} {
+		rooms, err := a.db.RoomsByMembership(ctx, userID, m)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, room := range rooms {
-			if _, err := a.rs.ChangeMembership(r.Context(), room, d.UserID, d.UserID, spec.Leave, "", nil); err != nil {
+			if _, err := a.rs.ChangeMembership(ctx, room, userID, userID, spec.Leave, "", nil); err != nil {
 				a.log.Warn("deactivate: leave failed", "room", room, "err", err)
 			}
 		}
 	}
-	if err := a.db.DeactivateAccount(r.Context(), d.Localpart); err != nil {
-		return nil, err
+	if err := a.RemoveDevices(ctx, localpart, nil, ""); err != nil {
+		return err
 	}
-	return map[string]any{"id_server_unbind_result": "no-support"}, nil
+	if err := a.db.DeleteAllPushers(ctx, localpart); err != nil {
+		return err
+	}
+	return a.db.DeactivateAccount(ctx, localpart)
 }
 
 // checkTypes rejects bodies where known fields have the wrong JSON type.
@@ -572,9 +588,16 @@ func (a *API) openIDToken(r *http.Request) (any, error) {
 // encryption keys and pending to-device messages; users sharing a room see
 // the device-list change.
 func (a *API) removeDevices(r *http.Request, d *auth.Device, ids []string, keep string) error {
+	return a.RemoveDevices(r.Context(), d.Localpart, ids, keep)
+}
+
+// RemoveDevices is removeDevices for any local account (the admin API's
+// too, through adminapi.Accounts).
+func (a *API) RemoveDevices(ctx context.Context, localpart string, ids []string, keep string) error {
+	d := &auth.Device{Localpart: localpart, UserID: "@" + localpart + ":" + a.serverName}
 	gone := ids
 	if gone == nil {
-		devs, err := a.db.Devices(r.Context(), d.Localpart)
+		devs, err := a.db.Devices(ctx, d.Localpart)
 		if err != nil {
 			return err
 		}
@@ -584,24 +607,24 @@ func (a *API) removeDevices(r *http.Request, d *auth.Device, ids []string, keep 
 			}
 		}
 	}
-	if err := a.db.DeleteDevices(r.Context(), d.Localpart, ids, keep); err != nil {
+	if err := a.db.DeleteDevices(ctx, d.Localpart, ids, keep); err != nil {
 		return err
 	}
 	if len(gone) == 0 {
 		return nil
 	}
 	// Pushers go with the sessions that set them.
-	if err := a.db.DeleteDevicePushers(r.Context(), d.Localpart, gone); err != nil {
+	if err := a.db.DeleteDevicePushers(ctx, d.Localpart, gone); err != nil {
 		return err
 	}
 	a.notify.OnUserDataPending(d.UserID)
-	pos, err := a.db.ForgetDeviceKeys(r.Context(), d.UserID, gone)
+	pos, err := a.db.ForgetDeviceKeys(ctx, d.UserID, gone)
 	a.notify.OnUserEvent(d.UserID, pos)
 	if err == nil {
-		a.deviceListChanged(r.Context(), d.UserID, pos)
+		a.deviceListChanged(ctx, d.UserID, pos)
 		if a.remote != nil {
 			for _, id := range gone {
-				a.remote.DeviceListChanged(r.Context(), d.UserID, id, pos, true, nil)
+				a.remote.DeviceListChanged(ctx, d.UserID, id, true)
 			}
 		}
 	}

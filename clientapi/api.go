@@ -57,10 +57,18 @@ type RemoteRooms interface {
 	QueryProfile(ctx context.Context, userID, field string) (map[string]any, error)
 	PublicRooms(ctx context.Context, server string, limit int64, since, filter string) (any, error)
 	KnockRemote(ctx context.Context, roomID, userID string, servers []string, reason string) error
+	// QueryKeys answers keys/query for another server's users: an object
+	// with device_keys, master_keys and self_signing_keys (on an error,
+	// what could be answered, if anything).
 	QueryKeys(ctx context.Context, server string, users map[string][]string) (json.RawMessage, error)
 	ClaimKeys(ctx context.Context, server string, want map[string]map[string]string) (json.RawMessage, error)
 	SendToDevice(ctx context.Context, server, sender, evType, messageID string, messages map[string]map[string]json.RawMessage)
-	DeviceListChanged(ctx context.Context, userID, deviceID string, streamID int64, deleted bool, keys json.RawMessage)
+	// DeviceListChanged tells other servers that a local user's device
+	// was added, changed (keys, signatures, name) or deleted.
+	DeviceListChanged(ctx context.Context, userID, deviceID string, deleted bool)
+	// SigningKeysChanged tells other servers of a local user's new master
+	// or self-signing key (or new signatures of them).
+	SigningKeysChanged(ctx context.Context, userID string)
 	Hierarchy(ctx context.Context, roomID string, servers []string, suggestedOnly bool) (map[string]any, []roomserver.SpaceChild, error)
 }
 

@@ -2,13 +2,16 @@ package clientapi
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"sort"
+	"strings"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
-	"github.com/tidwall/sjson"
 
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
@@ -29,8 +32,8 @@ func (a *API) keysUpload(r *http.Request) (any, error) {
 	}
 	var up storage.KeyUpload
 	if dk := gjson.GetBytes(body, "device_keys"); dk.Exists() {
-		if !dk.IsObject() || dk.Get("user_id").Str != d.UserID || dk.Get("device_id").Str != d.DeviceID {
-			return nil, httputil.BadJSON("device_keys must be an object for this user and device")
+		if err := checkDeviceKeys(dk, d.UserID, d.DeviceID); err != nil {
+			return nil, err
 		}
 		up.DeviceKeys = []byte(dk.Raw)
 	}
@@ -57,7 +60,7 @@ func (a *API) keysUpload(r *http.Request) (any, error) {
 		if err == nil {
 			a.deviceListChanged(r.Context(), d.UserID, pos)
 			if a.remote != nil {
-				a.remote.DeviceListChanged(r.Context(), d.UserID, d.DeviceID, pos, false, up.DeviceKeys)
+				a.remote.DeviceListChanged(r.Context(), d.UserID, d.DeviceID, false)
 			}
 		}
 	}
@@ -69,6 +72,36 @@ func (a *API) keysUpload(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return map[string]any{"one_time_key_counts": counts}, nil
+}
+
+// checkDeviceKeys checks uploaded device keys (spec: DeviceKeys): this
+// user's and device's, with algorithms, keys and signatures.
+func checkDeviceKeys(dk gjson.Result, userID, deviceID string) error {
+	if !dk.IsObject() || dk.Get("user_id").Str != userID || dk.Get("device_id").Str != deviceID {
+		return httputil.BadJSON("device_keys must be an object for this user and device")
+	}
+	algs := dk.Get("algorithms")
+	if !algs.IsArray() {
+		return httputil.BadJSON("device_keys.algorithms must be an array of strings")
+	}
+	for _, a := range algs.Array() {
+		if a.Type != gjson.String {
+			return httputil.BadJSON("device_keys.algorithms must be an array of strings")
+		}
+	}
+	keys := dk.Get("keys")
+	if !keys.IsObject() {
+		return httputil.BadJSON("device_keys.keys must be an object")
+	}
+	ok := true
+	keys.ForEach(func(_, v gjson.Result) bool { ok = v.Type == gjson.String; return ok })
+	if !ok {
+		return httputil.BadJSON("device_keys.keys values must be strings")
+	}
+	if !dk.Get("signatures").IsObject() {
+		return httputil.BadJSON("device_keys.signatures must be an object")
+	}
+	return nil
 }
 
 // deviceAdded records a new or renamed device as a device-list change
@@ -86,11 +119,7 @@ func (a *API) deviceAdded(ctx context.Context, userID, deviceID string) {
 	}
 	a.deviceListChanged(ctx, userID, pos)
 	if a.remote != nil {
-		var keys json.RawMessage
-		if all, err := a.db.DeviceKeysOf(ctx, []string{userID}); err == nil {
-			keys = all[userID][deviceID]
-		}
-		a.remote.DeviceListChanged(ctx, userID, deviceID, pos, false, keys)
+		a.remote.DeviceListChanged(ctx, userID, deviceID, false)
 	}
 }
 
@@ -164,7 +193,7 @@ func (a *API) keysQuery(r *http.Request) (any, error) {
 			if len(only) > 0 && !only[dev] {
 				continue
 			}
-			js = withSignatures(js, dev, sigs)
+			js = withSignatures(js, dev, sigs, user.Str, d.UserID)
 			var k map[string]any
 			if json.Unmarshal(js, &k) != nil {
 				continue
@@ -182,11 +211,13 @@ func (a *API) keysQuery(r *http.Request) (any, error) {
 		out[user.Str] = m
 		return true
 	})
-	// Other servers' users: asked of their servers, keys passed on as signed.
+	// Other servers' users: from our copies of their device lists or asked
+	// of their servers; keys passed on as signed.
 	for srv, users := range remote {
 		if a.remote != nil {
 			res, err := a.remote.QueryKeys(r.Context(), srv, users)
-			mergeRemoteKeys(out, failures, srv, res, err)
+			mergeRemoteKeys(out, failures, srv, []byte(gjson.GetBytes(res, "device_keys").Raw), err, true)
+			a.mergeRemoteCrossSigning(r.Context(), resp, srv, res, d.UserID)
 		}
 	}
 	resp["device_keys"], resp["failures"] = out, failures
@@ -194,18 +225,48 @@ func (a *API) keysQuery(r *http.Request) (any, error) {
 }
 
 // mergeRemoteKeys adds another server's answer (user -> keys, raw, as
-// signed) to a keys/query or keys/claim answer, or notes its failure.
-func mergeRemoteKeys(out, failures map[string]any, srv string, res json.RawMessage, err error) {
+// signed) to a keys/query or keys/claim answer, and notes its failure. A
+// user with nothing to report is left out unless keepEmpty (keys/query
+// answers every user asked for; keys/claim only those with keys claimed).
+func mergeRemoteKeys(out, failures map[string]any, srv string, res json.RawMessage, err error, keepEmpty bool) {
 	if err != nil {
 		failures[srv] = map[string]any{"status": 503, "message": err.Error()}
-		return
 	}
 	gjson.ParseBytes(res).ForEach(func(user, keys gjson.Result) bool {
-		if roomserver.ServerOf(user.Str) == srv {
+		if roomserver.ServerOf(user.Str) == srv && keys.IsObject() {
+			if !keepEmpty && len(keys.Map()) == 0 {
+				return true
+			}
 			out[user.Str] = json.RawMessage(keys.Raw)
 		}
 		return true
 	})
+}
+
+// mergeRemoteCrossSigning adds another server's users' master and
+// self-signing keys to a keys/query answer, with the signatures the viewer
+// made of them (their user-signing key's, which only they see).
+func (a *API) mergeRemoteCrossSigning(ctx context.Context, resp map[string]any, srv string, res json.RawMessage, viewer string) {
+	for _, field := range []string{"master_keys", "self_signing_keys"} {
+		gjson.GetBytes(res, field).ForEach(func(user, key gjson.Result) bool {
+			if roomserver.ServerOf(user.Str) != srv || !key.IsObject() {
+				return true
+			}
+			js := []byte(key.Raw)
+			if field == "master_keys" {
+				if sigs, err := a.db.KeySignaturesOf(ctx, user.Str); err == nil && len(sigs) > 0 {
+					js = storage.AddKeySignatures(js, storage.CrossSigningPublicKey(js), sigs, func(signer string) bool { return signer == viewer })
+				}
+			}
+			m, _ := resp[field].(map[string]any)
+			if m == nil {
+				m = map[string]any{}
+				resp[field] = m
+			}
+			m[user.Str] = json.RawMessage(js)
+			return true
+		})
+	}
 }
 
 // keysClaim handles POST /keys/claim: one one-time key (or the fallback
@@ -256,7 +317,7 @@ func (a *API) keysClaim(r *http.Request) (any, error) {
 	for srv, want := range remote {
 		if a.remote != nil {
 			res, err := a.remote.ClaimKeys(r.Context(), srv, want)
-			mergeRemoteKeys(out, failures, srv, res, err)
+			mergeRemoteKeys(out, failures, srv, res, err, false)
 		}
 	}
 	return map[string]any{"one_time_keys": out, "failures": failures}, nil
@@ -275,7 +336,7 @@ func (a *API) keysChanges(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	changed, err := a.db.DeviceListChanges(r.Context(), users, from, to)
+	changed, err := a.db.DeviceListChangesFor(r.Context(), d.UserID, users, from, to)
 	if err != nil {
 		return nil, err
 	}
@@ -402,7 +463,8 @@ func (a *API) sendToDevice(r *http.Request) (any, error) {
 // deviceSigningUpload handles POST /keys/device_signing/upload (spec:
 // "Cross-signing"): a user's master, self-signing and user-signing keys.
 // Replacing existing keys needs the user's password (UIA); the first
-// upload does not.
+// upload does not. The self-signing and user-signing keys must be signed
+// by the master key (the one uploaded with them, or the current one).
 func (a *API) deviceSigningUpload(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())
 	body, err := httputil.ReadBody(r, httputil.MaxBody, true)
@@ -424,26 +486,92 @@ func (a *API) deviceSigningUpload(r *http.Request) (any, error) {
 		if !k.Exists() {
 			continue
 		}
-		if !k.IsObject() || k.Get("user_id").Str != d.UserID || !k.Get("keys").IsObject() {
-			return nil, httputil.Err(400, "M_INVALID_PARAM", typ+"_key must be this user's key object")
+		if err := checkCrossSigningKey(k, d.UserID, typ); err != nil {
+			return nil, err
 		}
 		keys[typ] = []byte(k.Raw)
 	}
 	if len(keys) == 0 {
 		return struct{}{}, nil
 	}
+	master, ok := keys["master"]
+	if !ok {
+		master = have["master"]
+	}
+	for _, typ := range []string{"self_signing", "user_signing"} {
+		js, ok := keys[typ]
+		if !ok {
+			continue
+		}
+		if master == nil {
+			return nil, httputil.Err(400, "M_MISSING_PARAM", "A master key is needed to upload a "+typ+" key")
+		}
+		if !signedByKey(js, d.UserID, master) {
+			return nil, httputil.Err(400, "M_INVALID_SIGNATURE", "The "+typ+" key is not signed by the master key")
+		}
+	}
+	_, m := keys["master"]
+	_, s := keys["self_signing"]
+	public := m || s // the user-signing key is the user's own business
 	a.notify.OnUserDataPending(d.UserID)
 	pos, err := a.db.PutCrossSigningKeys(r.Context(), d.UserID, keys)
 	a.notify.OnUserEvent(d.UserID, pos)
 	if err != nil {
 		return nil, err
 	}
-	a.deviceListChanged(r.Context(), d.UserID, pos)
+	if public {
+		a.deviceListChanged(r.Context(), d.UserID, pos)
+		if a.remote != nil {
+			a.remote.SigningKeysChanged(r.Context(), d.UserID)
+		}
+	}
 	return struct{}{}, nil
+}
+
+// checkCrossSigningKey checks an uploaded cross-signing key (spec:
+// CrossSigningKey): this user's, for its usage, with one ed25519 key.
+func checkCrossSigningKey(k gjson.Result, userID, typ string) error {
+	bad := func(msg string) error { return httputil.Err(400, "M_INVALID_PARAM", typ+"_key "+msg) }
+	if !k.IsObject() || k.Get("user_id").Str != userID {
+		return bad("must be an object for this user")
+	}
+	usage := false
+	for _, u := range k.Get("usage").Array() {
+		usage = usage || u.Str == typ
+	}
+	if !usage {
+		return bad("must have usage " + typ)
+	}
+	keys := k.Get("keys")
+	if !keys.IsObject() || len(keys.Map()) != 1 {
+		return bad("must have exactly one key")
+	}
+	ok := true
+	keys.ForEach(func(id, pub gjson.Result) bool {
+		ok = strings.HasPrefix(id.Str, "ed25519:") && pub.Type == gjson.String && id.Str == "ed25519:"+pub.Str
+		return false
+	})
+	if !ok {
+		return bad("must have an ed25519 key named by its public key")
+	}
+	return nil
+}
+
+// signedByKey reports whether a key's JSON carries a valid signature by
+// the user with the cross-signing key in signer's JSON.
+func signedByKey(js []byte, userID string, signer []byte) bool {
+	pub := storage.CrossSigningPublicKey(signer)
+	b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(pub, "="))
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return false
+	}
+	return gomatrixserverlib.VerifyJSON(userID, gomatrixserverlib.KeyID("ed25519:"+pub), ed25519.PublicKey(b), js) == nil
 }
 
 // signaturesUpload handles POST /keys/signatures/upload: signatures the
 // user made of keys (their devices, their master key, others' master keys).
+// Signatures of the user's own keys are news for everyone sharing a room
+// with them, here and on other servers.
 func (a *API) signaturesUpload(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())
 	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
@@ -464,34 +592,47 @@ func (a *API) signaturesUpload(r *http.Request) (any, error) {
 		})
 		return true
 	})
-	if len(sigs) > 0 {
-		pos, err := a.db.PutKeySignatures(r.Context(), sigs)
-		if err != nil {
-			return nil, err
+	if len(sigs) == 0 {
+		return map[string]any{"failures": map[string]any{}}, nil
+	}
+	pos, err := a.db.PutKeySignatures(r.Context(), sigs)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, s := range sigs {
+		if !seen[s.TargetUser] && roomserver.ServerOf(s.TargetUser) == a.serverName {
+			seen[s.TargetUser] = true
+			a.notify.OnUserEvent(s.TargetUser, pos)
+			a.deviceListChanged(r.Context(), s.TargetUser, pos)
 		}
-		seen := map[string]bool{}
+	}
+	if a.remote != nil {
+		own, _ := a.db.CrossSigningKeys(r.Context(), d.UserID)
+		masterPub := storage.CrossSigningPublicKey(own["master"])
+		devices := map[string]bool{}
+		masterSigned := false
 		for _, s := range sigs {
-			if !seen[s.TargetUser] && roomserver.ServerOf(s.TargetUser) == a.serverName {
-				seen[s.TargetUser] = true
-				a.notify.OnUserEvent(s.TargetUser, pos)
-				a.deviceListChanged(r.Context(), s.TargetUser, pos)
+			switch {
+			case s.TargetUser != d.UserID:
+			case masterPub != "" && s.TargetKey == masterPub:
+				masterSigned = true
+			case !devices[s.TargetKey]:
+				devices[s.TargetKey] = true
+				a.remote.DeviceListChanged(r.Context(), d.UserID, s.TargetKey, false)
 			}
+		}
+		if masterSigned {
+			a.remote.SigningKeysChanged(r.Context(), d.UserID)
 		}
 	}
 	return map[string]any{"failures": map[string]any{}}, nil
 }
 
-// withSignatures adds stored signatures made for a key to its JSON.
-func withSignatures(js []byte, keyID string, sigs []storage.KeySignature) []byte {
-	for _, s := range sigs {
-		if s.TargetKey != keyID {
-			continue
-		}
-		if out, err := sjson.SetBytes(js, "signatures."+gjson.Escape(s.SignerUser)+"."+gjson.Escape(s.SignerKeyID), s.Signature); err == nil {
-			js = out
-		}
-	}
-	return js
+// withSignatures adds to a key's JSON the stored signatures made of it
+// that viewer may see: its owner's, and viewer's own.
+func withSignatures(js []byte, keyID string, sigs []storage.KeySignature, owner, viewer string) []byte {
+	return storage.AddKeySignatures(js, keyID, sigs, func(signer string) bool { return signer == owner || signer == viewer })
 }
 
 // crossSigningFor adds a local user's cross-signing keys to a keys/query
@@ -507,10 +648,7 @@ func (a *API) crossSigningFor(ctx context.Context, userID, viewer string, resp m
 		if !ok || (typ == "user_signing" && userID != viewer) {
 			continue
 		}
-		gjson.GetBytes(js, "keys").ForEach(func(_, pub gjson.Result) bool {
-			js = withSignatures(js, pub.Str, sigs)
-			return false
-		})
+		js = withSignatures(js, storage.CrossSigningPublicKey(js), sigs, userID, viewer)
 		m, _ := resp[field].(map[string]any)
 		if m == nil {
 			m = map[string]any{}

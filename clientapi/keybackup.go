@@ -98,7 +98,9 @@ func (a *API) putBackup(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if v := gjson.GetBytes(body, "version"); v.Exists() && (v.Type != gjson.String || v.Str != s) {
+	// The body may repeat the version: a string per the spec, though some
+	// clients (sytest among them) send it as a number.
+	if v := gjson.GetBytes(body, "version"); v.Exists() && !((v.Type == gjson.String && v.Str == s) || (v.Type == gjson.Number && v.Raw == s)) {
 		return nil, httputil.InvalidParam("version does not match the version in the path")
 	}
 	b, err := a.db.KeyBackupVersion(r.Context(), d.UserID, backupVersion(s))

@@ -42,16 +42,6 @@ func (a *API) request(ctx context.Context, dest, method, path string, content an
 	return out, nil
 }
 
-// QueryKeys asks another server for its users' device keys; the answer's
-// device_keys object, as sent.
-func (a *API) QueryKeys(ctx context.Context, server string, users map[string][]string) (json.RawMessage, error) {
-	res, err := a.request(ctx, server, http.MethodPost, "/_matrix/federation/v1/user/keys/query", map[string]any{"device_keys": users})
-	if err != nil {
-		return nil, err
-	}
-	return json.RawMessage(gjson.GetBytes(res, "device_keys").Raw), nil
-}
-
 // ClaimKeys claims one-time keys of another server's users' devices; the
 // answer's one_time_keys object, as sent.
 func (a *API) ClaimKeys(ctx context.Context, server string, want map[string]map[string]string) (json.RawMessage, error) {
@@ -68,32 +58,24 @@ func (a *API) SendToDevice(ctx context.Context, server, sender, evType, messageI
 	a.queueEDU(ctx, "m.direct_to_device", map[string]any{"sender": sender, "type": evType, "message_id": messageID, "messages": messages}, []string{server})
 }
 
-// DeviceListChanged tells the servers sharing a room with a local user that
-// their devices changed (EDU m.device_list_update); deleted names a
-// removed device.
-func (a *API) DeviceListChanged(ctx context.Context, userID, deviceID string, streamID int64, deleted bool, keys json.RawMessage) {
-	servers := a.serversSharing(ctx, userID)
-	c := map[string]any{"user_id": userID, "device_id": deviceID, "stream_id": streamID, "prev_id": []int64{}, "deleted": deleted}
-	if len(keys) > 0 {
-		c["keys"] = keys
-	}
-	a.queueEDU(ctx, "m.device_list_update", c, servers)
-}
-
-// userKeysQuery handles POST /user/keys/query for our users.
+// userKeysQuery handles POST /user/keys/query for our users: their device
+// keys and master and self-signing keys, with the signatures they made of
+// them.
 func (a *API) userKeysQuery(r *http.Request, _ spec.ServerName, body []byte) (any, error) {
 	want := gjson.GetBytes(body, "device_keys")
 	if !want.IsObject() {
 		return nil, httputil.BadJSON("device_keys must be an object")
 	}
 	out := map[string]any{}
+	masters := map[string]json.RawMessage{}
+	selfs := map[string]json.RawMessage{}
 	var err error
 	want.ForEach(func(user, devs gjson.Result) bool {
 		if roomserver.ServerOf(user.Str) != string(a.serverName) {
 			return true
 		}
-		var keys map[string]map[string][]byte
-		if keys, err = a.db.DeviceKeysOf(r.Context(), []string{user.Str}); err != nil {
+		var keys map[string][]byte
+		if keys, err = a.signedDeviceKeys(r.Context(), user.Str); err != nil {
 			return false
 		}
 		only := map[string]bool{}
@@ -101,18 +83,28 @@ func (a *API) userKeysQuery(r *http.Request, _ spec.ServerName, body []byte) (an
 			only[d.Str] = true
 		}
 		m := map[string]json.RawMessage{}
-		for dev, js := range keys[user.Str] {
+		for dev, js := range keys {
 			if len(only) == 0 || only[dev] {
 				m[dev] = js
 			}
 		}
 		out[user.Str] = m
+		var master, self json.RawMessage
+		if master, self, err = a.publicCrossSigningKeys(r.Context(), user.Str); err != nil {
+			return false
+		}
+		if master != nil {
+			masters[user.Str] = master
+		}
+		if self != nil {
+			selfs[user.Str] = self
+		}
 		return true
 	})
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"device_keys": out}, nil
+	return map[string]any{"device_keys": out, "master_keys": masters, "self_signing_keys": selfs}, nil
 }
 
 // userKeysClaim handles POST /user/keys/claim for our users' devices.
@@ -139,7 +131,9 @@ func (a *API) userKeysClaim(r *http.Request, _ spec.ServerName, body []byte) (an
 			}
 			return true
 		})
-		out[user.Str] = m
+		if len(m) > 0 {
+			out[user.Str] = m
+		}
 		return err == nil
 	})
 	if err != nil {
@@ -148,31 +142,49 @@ func (a *API) userKeysClaim(r *http.Request, _ spec.ServerName, body []byte) (an
 	return map[string]any{"one_time_keys": out}, nil
 }
 
-// userDevices handles GET /user/devices/{userId}.
+// userDevices handles GET /user/devices/{userId}: the user's devices
+// (with their keys, as the user signed them), master and self-signing
+// keys, and the device-list stream ID they are current to (read first: an
+// update taken after it is then one the asking server applies on top).
 func (a *API) userDevices(r *http.Request, _ spec.ServerName, _ []byte) (any, error) {
 	userID := httputil.Vars(r)["userId"]
 	uid, err := spec.NewUserID(userID, true)
 	if err != nil || uid.Domain() != a.serverName {
 		return nil, httputil.NotFound("Unknown user")
 	}
-	keys, err := a.db.DeviceKeysOf(r.Context(), []string{userID})
+	streamID, err := a.db.DeviceListStreamID(r.Context(), userID)
 	if err != nil {
 		return nil, err
 	}
-	names := map[string]string{}
-	if ds, err := a.db.Devices(r.Context(), uid.Local()); err == nil {
-		for _, d := range ds {
-			names[d.DeviceID] = d.DisplayName
-		}
+	keys, err := a.signedDeviceKeys(r.Context(), userID)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := a.db.Devices(r.Context(), uid.Local())
+	if err != nil {
+		return nil, err
 	}
 	devices := []map[string]any{}
-	for dev, js := range keys[userID] {
-		d := map[string]any{"device_id": dev, "keys": json.RawMessage(js)}
-		if n := names[dev]; n != "" {
-			d["device_display_name"] = n
+	for _, dev := range ds {
+		d := map[string]any{"device_id": dev.DeviceID}
+		if js, ok := keys[dev.DeviceID]; ok {
+			d["keys"] = json.RawMessage(js)
+		}
+		if dev.DisplayName != "" {
+			d["device_display_name"] = dev.DisplayName
 		}
 		devices = append(devices, d)
 	}
-	pos, _ := a.db.StreamPos(r.Context())
-	return map[string]any{"user_id": userID, "stream_id": pos, "devices": devices}, nil
+	resp := map[string]any{"user_id": userID, "stream_id": streamID, "devices": devices}
+	master, self, err := a.publicCrossSigningKeys(r.Context(), userID)
+	if err != nil {
+		return nil, err
+	}
+	if master != nil {
+		resp["master_key"] = master
+	}
+	if self != nil {
+		resp["self_signing_key"] = self
+	}
+	return resp, nil
 }

@@ -66,6 +66,7 @@ type API struct {
 	Sender   *Sender
 	bf       backfillState
 	runCtx   context.Context // for background work (full backfill)
+	dl       deviceLists     // remote device lists (devicelists.go)
 }
 
 // Deps are what the federation API is built from.
@@ -139,6 +140,7 @@ func (a *API) Run(ctx context.Context) {
 	a.runCtx = ctx
 	a.Sender.mu.Unlock()
 	a.Sender.run(ctx)
+	a.stopDeviceLists()
 }
 
 // isLocal reports whether a server name is ours.

@@ -346,10 +346,8 @@ func (a *API) receiveEDU(origin spec.ServerName, edu gjson.Result) {
 			}
 			return true
 		})
-	case "m.device_list_update":
-		if u := content.Get("user_id").Str; fromOrigin(u) {
-			a.edus.RemoteDeviceListChanged(u)
-		}
+	case "m.device_list_update", "m.signing_key_update":
+		a.receiveDeviceListEDU(origin, edu.Get("edu_type").Str, content)
 	case "m.presence":
 		for _, p := range content.Get("push").Array() {
 			u := p.Get("user_id").Str

@@ -337,14 +337,20 @@ func (db *DB) MarkDeviceListChange(ctx context.Context, userID string) (int64, e
 }
 
 // PutCrossSigningKeys stores a user's cross-signing keys (type -> JSON) and
-// records a device-list change.
+// records a device-list change: one only the user is told of when just
+// the user-signing key changed (others never see that key).
 func (db *DB) PutCrossSigningKeys(ctx context.Context, userID string, keys map[string][]byte) (int64, error) {
 	pos, err := db.WritePos(ctx, 1, func(tx *Tx) error {
+		public := false
 		for typ, js := range keys {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO cross_signing_keys (user_id, key_type, key_json) VALUES ($1, $2, $3)
 				ON CONFLICT (user_id, key_type) DO UPDATE SET key_json = excluded.key_json`, userID, typ, string(js)); err != nil {
 				return err
 			}
+			public = public || typ != "user_signing"
+		}
+		if !public {
+			return markOwnDeviceListChange(ctx, tx, userID, tx.Positions()[0])
 		}
 		return markDeviceListChange(ctx, tx, userID, tx.Positions()[0])
 	})

@@ -513,7 +513,7 @@ func (s *Sync) e2ee(ctx context.Context, req *syncRequest, resp *syncResponse, s
 			resp.empty = false
 		}
 		if req.since != nil {
-			changed, err := s.db.DeviceListChanges(ctx, sharingUsers(), since.Pos, req.to.Pos)
+			changed, err := s.db.DeviceListChangesFor(ctx, d.UserID, sharingUsers(), since.Pos, req.to.Pos)
 			if err != nil {
 				return err
 			}

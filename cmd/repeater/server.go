@@ -16,6 +16,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"repeater/adminapi"
 	"repeater/clientapi"
 	"repeater/federationapi"
 	"repeater/internal/auth"
@@ -38,6 +39,7 @@ type server struct {
 	sync    *syncapi.Sync
 	rs      *roomserver.Server
 	media   *mediaapi.API
+	admin   *adminapi.API
 	wg      sync.WaitGroup
 
 	mu        sync.Mutex
@@ -72,7 +74,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		DefaultVersion: gomatrixserverlib.RoomVersion(cfg.DefaultRoomVersion),
 		Outbound:       fapi.Sender,
 		Inviter:        fapi,
-	}, db, notifiers{notifier, push}, log)
+	}, db, notifiers{notifier, push, fapi.DeviceListWatcher()}, log)
 	push.Worker = pusher.New(db, rs, cfg.ServerName, cfg.Push.SkipTLSVerify, log)
 	authn := &auth.Authenticator{ServerName: cfg.ServerName, Log: log, Lookup: func(ctx context.Context, hash string) (string, string, bool, error) {
 		d, err := db.DeviceByTokenHash(ctx, hash)
@@ -81,7 +83,9 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		}
 		return d.Localpart, d.DeviceID, d.IsGuest, nil
 	}}
+	authn.Seen = lastSeen(storage.NewSeenRecorder(db)) // admin.go
 	capi := clientapi.New(cfg, db, rs, notifier, fapi, push.Worker, log)
+	aapi := adminapi.New(adminapi.Deps{Config: cfg, DB: db, Rooms: rs, Accounts: capi, Notify: notifier, Log: log, Version: version, Federation: true})
 	sapi := syncapi.New(db, rs, notifier, cfg.Presence.Enabled, fapi, push.Worker, cfg.ServerName, log)
 	fapi.Attach(rs, sapi)
 	fetcher, err := federationapi.NewMediaFetcher(fapi)
@@ -97,6 +101,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 
 	root := mux.NewRouter().UseEncodedPath()
 	capi.RootRoutes(root)
+	aapi.Routes(root, authn) // /_synapse/admin
 	fapi.Routes(root)
 	// "unstable" too: some clients and sytest still call newer endpoints
 	// (cross-signing) there.
@@ -104,6 +109,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		c := root.PathPrefix(prefix).Subrouter()
 		capi.Routes(c, authn)
 		sapi.Routes(c, authn)
+		aapi.ClientRoutes(c, authn) // /admin/whois
 	}
 	v1 := root.PathPrefix("/_matrix/client/v1").Subrouter()
 	capi.V1Routes(v1, authn)
@@ -114,7 +120,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 	root.MethodNotAllowedHandler = root.NotFoundHandler
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &server{cfg: cfg, log: log, db: db, cancel: cancel, sync: sapi, rs: rs, media: mapi,
+	s := &server{cfg: cfg, log: log, db: db, cancel: cancel, sync: sapi, rs: rs, media: mapi, admin: aapi,
 		handler: httputil.CORS(httputil.Recover(log, root))}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); sapi.Run(runCtx) }()
@@ -202,6 +208,7 @@ func (s *server) shutdown(ctx context.Context) error {
 	s.cancel()
 	s.wg.Wait()
 	s.media.Close()
+	s.admin.Close()
 	errs = append(errs, s.db.Close())
 	return errors.Join(errs...)
 }
