@@ -680,6 +680,15 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 	var startSnap int64
 	if len(timeline) > 0 {
 		startSnap = timeline[0].BeforeSnapshot
+		// A membership event kept for a room this server was not yet in
+		// (an invite over federation) has no state before it: the room's
+		// state starts at the first event that has some (the join).
+		for _, e := range timeline {
+			if e.BeforeSnapshot != 0 || e.Type == spec.MRoomCreate {
+				startSnap = e.BeforeSnapshot
+				break
+			}
+		}
 	} else if full || limited {
 		last, err := s.db.LatestEventAtStream(ctx, roomID, to)
 		if err == nil {
@@ -724,7 +733,7 @@ func (s *Sync) roomData(ctx context.Context, req *syncRequest, roomID string, si
 			}
 		}
 		if len(timeline) > 0 && (!full || limited) {
-			snap, err := s.rs.Snapshot(ctx, timeline[0].BeforeSnapshot)
+			snap, err := s.rs.Snapshot(ctx, startSnap)
 			if err != nil {
 				return nil, false, err
 			}

@@ -215,6 +215,16 @@ func TestFederationInvites(t *testing.T) {
 	}
 	// The room is private: bob joins through the invite.
 	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
+	// His first sync of the room carries its state, though the invite came
+	// before his server held any (a client must see m.room.encryption, say).
+	joined := bob.must("GET", "/_matrix/client/v3/sync", nil).Get("rooms.join." + gjson.Escape(roomID))
+	types := map[string]bool{}
+	for _, e := range append(joined.Get("state.events").Array(), joined.Get("timeline.events").Array()...) {
+		types[e.Get("type").Str] = true
+	}
+	if !types["m.room.create"] || !types["m.room.name"] || !types["m.room.power_levels"] {
+		t.Fatalf("bob's first sync of the room lacks its state: %s", joined.Raw)
+	}
 	alice.send(roomID, "welcome")
 	eventually(t, "alice's message on bob's server", func() bool {
 		b := timelineBodies(bob, roomID)
