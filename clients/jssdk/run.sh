@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end check of Repeater with matrix-js-sdk: builds the server, starts it on a free
-# loopback port with a throwaway config, runs check.mjs against it, stops it.
-# Exit status is the check's. Needs: go, node >= 20, npm (registry reachable for the first npm ci).
+# loopback port with a throwaway config, runs check.mjs against it, stops it; then runs
+# run-e2ee.sh (encrypted DMs over two federating servers) with the same binary.
+# Exit status is non-zero if either check failed. Needs: go, node >= 20, npm (registry reachable for the first npm ci).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,4 +37,10 @@ if [[ $status -ne 0 ]]; then
   echo "== last 40 lines of the server log"
   tail -n 40 "$TMP/server.log"
 fi
+
+# Encrypted DMs (Rust crypto) on one server and across two federating ones, same binary.
+echo "== run-e2ee.sh"
+e2ee=0
+REPEATER_BIN="$TMP/repeater" "$HERE/run-e2ee.sh" || e2ee=$?
+[[ $status -ne 0 ]] || status=$e2ee
 exit $status
