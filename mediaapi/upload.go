@@ -29,12 +29,8 @@ func (m *API) upload(r *http.Request) (any, error) {
 	if err := m.limiter.Allow("media:" + d.UserID); err != nil {
 		return nil, err
 	}
-	ct := cleanContentType(r.Header.Get("Content-Type"))
-	name, err := cleanFilename(r.URL.Query().Get("filename"))
+	ct, name, err := m.precheck(r, d.UserID)
 	if err != nil {
-		return nil, err
-	}
-	if err := m.precheck(r, d.UserID); err != nil {
 		return nil, err
 	}
 	id := newMediaID()
@@ -98,12 +94,8 @@ func (m *API) uploadTo(r *http.Request) (any, error) {
 	if cur.ExpiresTS < nowMS() {
 		return nil, httputil.NotFound("This media ID has expired")
 	}
-	ct := cleanContentType(r.Header.Get("Content-Type"))
-	name, err := cleanFilename(r.URL.Query().Get("filename"))
+	ct, name, err := m.precheck(r, d.UserID)
 	if err != nil {
-		return nil, err
-	}
-	if err := m.precheck(r, d.UserID); err != nil {
 		return nil, err
 	}
 	err = m.storeUpload(r.Context(), r.Body, func(sha string, size int64) error {
@@ -122,10 +114,20 @@ func (m *API) uploadTo(r *http.Request) (any, error) {
 	return struct{}{}, nil
 }
 
-// precheck refuses an upload whose declared length is over the size limit
-// or a quota before reading any of it. (The limits are enforced again on
-// what actually arrives.)
-func (m *API) precheck(r *http.Request, userID string) error {
+// precheck reads an upload's content type and file name, and refuses an
+// upload whose declared length is over the size limit or a quota before
+// reading any of it. (The limits are enforced again on what actually
+// arrives.)
+func (m *API) precheck(r *http.Request, userID string) (contentType, name string, err error) {
+	contentType = cleanContentType(r.Header.Get("Content-Type"))
+	if name, err = cleanFilename(r.URL.Query().Get("filename")); err != nil {
+		return "", "", err
+	}
+	return contentType, name, m.checkLimits(r, userID)
+}
+
+// checkLimits is precheck's size and quota part.
+func (m *API) checkLimits(r *http.Request, userID string) error {
 	n := r.ContentLength
 	if n > m.maxUpload {
 		return errTooLarge(m.maxUpload)

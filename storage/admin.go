@@ -92,21 +92,9 @@ func (db *DB) ListAccounts(ctx context.Context, q AccountQuery) ([]AccountInfo, 
 		q.Limit = 100
 	}
 	args = append(args, q.Limit, max(q.Offset, 0))
-	rows, err := db.R().QueryContext(ctx, `SELECT `+accountInfoCols+` FROM accounts`+cond+` ORDER BY `+order+dir+`, localpart`+dir+
-		` LIMIT $`+strconv.Itoa(len(args)-1)+` OFFSET $`+strconv.Itoa(len(args)), args...)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer rows.Close()
-	var out []AccountInfo
-	for rows.Next() {
-		a, err := scanAccountInfo(rows)
-		if err != nil {
-			return nil, 0, err
-		}
-		out = append(out, *a)
-	}
-	return out, total, rows.Err()
+	out, err := scanAll(deref(scanAccountInfo))(db.R().QueryContext(ctx, `SELECT `+accountInfoCols+` FROM accounts`+cond+` ORDER BY `+order+dir+`, localpart`+dir+
+		` LIMIT $`+strconv.Itoa(len(args)-1)+` OFFSET $`+strconv.Itoa(len(args)), args...))
+	return out, total, err
 }
 
 // AccountDetails returns one account with its administrative details.
@@ -678,20 +666,8 @@ func (db *DB) EventReports(ctx context.Context, offset, limit int, forwards bool
 	if forwards {
 		dir = "ASC"
 	}
-	rows, err := db.R().QueryContext(ctx, `SELECT `+reportCols+` FROM reports WHERE kind = 'event' ORDER BY id `+dir+` LIMIT $1 OFFSET $2`, limit, max(offset, 0))
-	if err != nil {
-		return nil, 0, err
-	}
-	defer rows.Close()
-	var out []Report
-	for rows.Next() {
-		r, err := scanReport(rows)
-		if err != nil {
-			return nil, 0, err
-		}
-		out = append(out, *r)
-	}
-	return out, total, rows.Err()
+	out, err := scanAll(deref(scanReport))(db.R().QueryContext(ctx, `SELECT `+reportCols+` FROM reports WHERE kind = 'event' ORDER BY id `+dir+` LIMIT $1 OFFSET $2`, limit, max(offset, 0)))
+	return out, total, err
 }
 
 // GetReport returns one report.

@@ -498,3 +498,36 @@ func inList(start, n int) string {
 	}
 	return b.String()
 }
+
+// scanAll returns a reader of every row of a query, each read with scan,
+// for use as scanAll(scan)(db.R().QueryContext(...)): the loop that most
+// list queries share.
+func scanAll[T any](scan func(sc interface{ Scan(...any) error }) (T, error)) func(*sql.Rows, error) ([]T, error) {
+	return func(rows *sql.Rows, err error) ([]T, error) {
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		var out []T
+		for rows.Next() {
+			v, err := scan(rows)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, rows.Err()
+	}
+}
+
+// deref adapts a scanner returning a pointer to one returning a value.
+func deref[T any](scan func(sc interface{ Scan(...any) error }) (*T, error)) func(sc interface{ Scan(...any) error }) (T, error) {
+	return func(sc interface{ Scan(...any) error }) (T, error) {
+		p, err := scan(sc)
+		if err != nil {
+			var zero T
+			return zero, err
+		}
+		return *p, nil
+	}
+}

@@ -53,21 +53,7 @@ func scanEvent(sc interface{ Scan(...any) error }) (*Event, error) {
 	return &e, nil
 }
 
-func scanEvents(rows *sql.Rows, err error) ([]*Event, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Event
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
-}
+var scanEvents = scanAll(scanEvent)
 
 // InsertEvent stores an event at e.StreamPos, which is also its NID.
 // ErrConflict if already stored.

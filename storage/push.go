@@ -58,24 +58,14 @@ type Pusher struct {
 
 const pusherCols = `localpart, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, device_id, pushkey_ts, delivered_id, start_pos`
 
-func scanPushers(rows *sql.Rows, err error) ([]Pusher, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Pusher
-	for rows.Next() {
-		var p Pusher
-		var data string
-		if err := rows.Scan(&p.Localpart, &p.AppID, &p.PushKey, &p.Kind, &p.AppDisplayName, &p.DeviceDisplayName, &p.ProfileTag,
-			&p.Lang, &data, &p.DeviceID, &p.PushKeyTS, &p.DeliveredID, &p.StartPos); err != nil {
-			return nil, err
-		}
-		p.Data = []byte(data)
-		out = append(out, p)
-	}
-	return out, rows.Err()
-}
+var scanPushers = scanAll(func(sc interface{ Scan(...any) error }) (Pusher, error) {
+	var p Pusher
+	var data string
+	err := sc.Scan(&p.Localpart, &p.AppID, &p.PushKey, &p.Kind, &p.AppDisplayName, &p.DeviceDisplayName, &p.ProfileTag,
+		&p.Lang, &data, &p.DeviceID, &p.PushKeyTS, &p.DeliveredID, &p.StartPos)
+	p.Data = []byte(data)
+	return p, err
+})
 
 // SetPusher adds or updates a pusher. Unless appending, pushers of other
 // users with the same app ID and push key are removed (the device moved to
@@ -195,24 +185,14 @@ func (db *DB) AddNotifications(ctx context.Context, name string, pos int64, ns [
 	})
 }
 
-func scanNotifications(rows *sql.Rows, err error) ([]Notification, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Notification
-	for rows.Next() {
-		var n Notification
-		var hl int
-		var actions string
-		if err := rows.Scan(&n.ID, &n.Localpart, &n.RoomID, &n.EventID, &n.StreamPos, &n.TS, &hl, &actions); err != nil {
-			return nil, err
-		}
-		n.Highlight, n.Actions = hl != 0, []byte(actions)
-		out = append(out, n)
-	}
-	return out, rows.Err()
-}
+var scanNotifications = scanAll(func(sc interface{ Scan(...any) error }) (Notification, error) {
+	var n Notification
+	var hl int
+	var actions string
+	err := sc.Scan(&n.ID, &n.Localpart, &n.RoomID, &n.EventID, &n.StreamPos, &n.TS, &hl, &actions)
+	n.Highlight, n.Actions = hl != 0, []byte(actions)
+	return n, err
+})
 
 const notificationCols = `id, localpart, room_id, event_id, stream_pos, ts, highlight, actions`
 
