@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -317,18 +318,23 @@ func (a *API) upgradeRoom(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.copyPushRules(r, d, roomID, newID)
 	a.carryAccountData(r, d, roomID, newID)
 	return map[string]any{"replacement_room": newID}, nil
 }
 
 // carryAccountData points the user's m.direct entries for an upgraded room
-// at its replacement too, and copies the room's tags.
+// at its replacement too, and copies the room's tags unless the new room
+// has some already.
 func (a *API) carryAccountData(r *http.Request, d *auth.Device, oldRoom, newRoom string) {
 	if b, err := a.db.GetAccountData(r.Context(), d.Localpart, "", "m.direct"); err == nil {
 		var direct map[string][]string
 		if json.Unmarshal(b, &direct) == nil {
 			changed := false
 			for u, rooms := range direct {
+				if slices.Contains(rooms, newRoom) {
+					continue
+				}
 				for _, room := range rooms {
 					if room == oldRoom {
 						direct[u] = append(rooms, newRoom)
@@ -345,6 +351,9 @@ func (a *API) carryAccountData(r *http.Request, d *auth.Device, oldRoom, newRoom
 				}
 			}
 		}
+	}
+	if _, err := a.db.GetAccountData(r.Context(), d.Localpart, newRoom, "m.tag"); err == nil {
+		return
 	}
 	if b, err := a.db.GetAccountData(r.Context(), d.Localpart, oldRoom, "m.tag"); err == nil && len(b) > 0 {
 		if err := a.putAccountDataNotify(r, d, newRoom, "m.tag", b); err != nil {

@@ -370,20 +370,27 @@ func (a *API) setPusher(r *http.Request) (any, error) {
 	return struct{}{}, nil
 }
 
-// copyPushRulesFromPredecessor gives a user joining an upgraded room the
-// push rules they had for the room it replaced (a muted room stays muted,
-// "Room Upgrades": servers should carry such per-room settings over): room
-// rules with the old room's ID, and override/underride rules whose only
-// room condition names it. Best effort; the join has happened.
-func (a *API) copyPushRulesFromPredecessor(r *http.Request, d *auth.Device, roomID string) {
+// carryFromPredecessor runs after a user joined roomID: when the room
+// replaced an older one (its create event names a predecessor), the user's
+// settings for the old room carry over ("Room Upgrades": a muted room stays
+// muted, tags and DM status follow). Best effort; the join has happened.
+func (a *API) carryFromPredecessor(r *http.Request, d *auth.Device, roomID string) {
 	create, err := a.rs.CurrentStateEvent(r.Context(), roomID, "m.room.create", "")
 	if err != nil || create == nil {
 		return
 	}
 	old := gjson.GetBytes(create.JSON, "content.predecessor.room_id").Str
-	if old == "" {
+	if old == "" || old == roomID {
 		return
 	}
+	a.copyPushRules(r, d, old, roomID)
+	a.carryAccountData(r, d, old, roomID)
+}
+
+// copyPushRules gives a user rules for roomID like the ones they have for
+// old: room rules with the old room's ID, and override/underride rules
+// whose room condition names it.
+func (a *API) copyPushRules(r *http.Request, d *auth.Device, old, roomID string) {
 	a.pushMu.Lock()
 	defer a.pushMu.Unlock()
 	rs, err := a.loadPushRules(r, d)

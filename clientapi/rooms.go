@@ -132,7 +132,7 @@ func (a *API) join(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
-	a.copyPushRulesFromPredecessor(r, d, roomID)
+	a.carryFromPredecessor(r, d, roomID)
 	a.rs.FollowUpgrade(r.Context(), roomID)
 	return map[string]any{"room_id": roomID}, nil
 }
