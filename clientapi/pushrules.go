@@ -408,18 +408,15 @@ func (a *API) copyPushRules(r *http.Request, d *auth.Device, old, roomID string)
 			var cp *pushrules.Rule
 			switch {
 			case kind == "room" && rule.RuleID == old:
-				c := *rule
-				c.RuleID = roomID
-				cp = &c
+				cp = rule.Clone()
+				cp.RuleID = roomID
 			case kind == "override" || kind == "underride":
 				for i, cond := range rule.Conditions {
 					if cond.Kind == "event_match" && cond.Key == "room_id" && cond.Pattern != nil && *cond.Pattern == old {
-						c := *rule
-						c.RuleID = rule.RuleID + "-" + roomID
-						c.Conditions = append([]pushrules.Condition(nil), rule.Conditions...)
+						cp = rule.Clone()
+						cp.RuleID = rule.RuleID + "-" + roomID
 						p := roomID
-						c.Conditions[i].Pattern = &p
-						cp = &c
+						cp.Conditions[i].Pattern = &p
 						break
 					}
 				}

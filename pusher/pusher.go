@@ -1,8 +1,9 @@
 // Package pusher evaluates every new room event against the push rules of
-// the room's local users, stores the resulting notifications (what GET
-// /notifications lists), and delivers them to the users' HTTP pushers
-// through their push gateways (Push Gateway API, POST
-// /_matrix/push/v1/notify).
+// the room's local users who have HTTP pushers, stores the resulting
+// notifications, and delivers them to those pushers through their push
+// gateways (Push Gateway API, POST /_matrix/push/v1/notify). Users without
+// pushers cost nothing here: their unread counts and GET /notifications
+// are evaluated when asked for (syncapi).
 //
 // Both halves are driven by positions kept in the database: how far the
 // event stream has been evaluated (push_progress, moved in the same
@@ -33,6 +34,10 @@ import (
 )
 
 const progressName = "events"
+
+// gather is how long the evaluator lets new events accumulate after being
+// woken.
+const gather = 200 * time.Millisecond
 
 // retention is how long notifications are kept.
 const retention = 30 * 24 * time.Hour
@@ -138,6 +143,10 @@ func (w *Worker) evaluateLoop(ctx context.Context) {
 			err = w.db.AddNotifications(ctx, progressName, pos, nil)
 		}
 	}
+	var known map[string]int64
+	if err == nil {
+		known, err = w.pusherUsers(ctx)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			w.log.Error("push: reading progress", "err", err)
@@ -146,8 +155,38 @@ func (w *Worker) evaluateLoop(ctx context.Context) {
 	}
 	prune := time.NewTicker(time.Hour)
 	defer prune.Stop()
+	saved := time.Now()
 	for {
-		next, n, err := w.evaluate(ctx, pos)
+		next, n, err := pos, 0, error(nil)
+		users, uerr := w.pusherUsers(ctx)
+		if uerr != nil {
+			err = uerr
+		} else {
+			// A pusher that appeared while events were being evaluated
+			// without its user: evaluate them for that user alone.
+			for lp, start := range users {
+				if _, ok := known[lp]; !ok && start < pos && err == nil {
+					err = w.catchUp(ctx, lp, start, pos)
+				}
+			}
+			known = users
+		}
+		switch {
+		case err != nil:
+		case len(users) == 0:
+			// Nobody to push to: nothing to evaluate. Keep up with the
+			// stream, recording it now and then.
+			var cur int64
+			if cur, err = w.db.StreamPos(ctx); err == nil && cur > pos {
+				next = cur
+				if time.Since(saved) > 10*time.Second {
+					err, saved = w.db.AddNotifications(ctx, progressName, cur, nil), time.Now()
+				}
+			}
+		default:
+			next, n, err = w.evaluate(ctx, pos, 1<<62, users, true)
+			saved = time.Now()
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -168,6 +207,15 @@ func (w *Worker) evaluateLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-w.wake:
+			// Let a burst of events gather: one evaluation pass and one
+			// write for many events, not one per commit, keeps the single
+			// writer free for the events themselves. Pushes wait at most
+			// this long.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(gather):
+			}
 		case <-prune.C:
 			if err := w.db.PruneNotifications(ctx, time.Now().Add(-retention).UnixMilli()); err != nil && ctx.Err() == nil {
 				w.log.Warn("push: pruning notifications", "err", err)
@@ -177,20 +225,57 @@ func (w *Worker) evaluateLoop(ctx context.Context) {
 	}
 }
 
-// evaluate takes the next batch of events after pos, stores the
-// notifications they cause and returns the new position and the number of
-// events read.
-func (w *Worker) evaluate(ctx context.Context, pos int64) (int64, int, error) {
-	evs, err := w.db.EventsInStream(ctx, pos, 1<<62, 200)
+// pusherUsers returns the local users with an HTTP pusher, each with the
+// earliest stream position their pushers want notifications after.
+func (w *Worker) pusherUsers(ctx context.Context) (map[string]int64, error) {
+	ps, err := w.db.AllPushers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, p := range ps {
+		if p.Kind != "http" {
+			continue
+		}
+		if cur, ok := out[p.Localpart]; !ok || p.StartPos < cur {
+			out[p.Localpart] = p.StartPos
+		}
+	}
+	return out, nil
+}
+
+// catchUp evaluates the events in (from, to] for one user only.
+func (w *Worker) catchUp(ctx context.Context, localpart string, from, to int64) error {
+	for from < to {
+		next, n, err := w.evaluate(ctx, from, to, map[string]int64{localpart: from}, false)
+		if err != nil || n == 0 {
+			return err
+		}
+		from = next
+	}
+	return nil
+}
+
+// evaluate takes the next batch of events in (pos, to], stores the
+// notifications they cause for the given users (localparts: only users with
+// a pusher are notified; GET /notifications evaluates for itself) and
+// returns the new position and the number of events read. save moves the
+// worker's recorded progress with them.
+func (w *Worker) evaluate(ctx context.Context, pos, to int64, users map[string]int64, save bool) (int64, int, error) {
+	evs, err := w.db.EventsInStream(ctx, pos, to, 200)
 	if err != nil || len(evs) == 0 {
 		return pos, 0, err
 	}
 	var ns []storage.Notification
 	envs := map[string]pushrules.Env{} // room|user
 	for _, e := range evs {
-		users, joined := w.candidates(ctx, e)
-		for _, userID := range users {
+		candidates, joined := w.candidates(ctx, e)
+		pe := pushrules.NewEvent(e.JSON) // read once for all the users
+		for _, userID := range candidates {
 			localpart := strings.TrimPrefix(strings.TrimSuffix(userID, ":"+w.serverName), "@")
+			if _, ok := users[localpart]; !ok {
+				continue
+			}
 			doc, err := w.db.PushRules(ctx, localpart)
 			if err != nil {
 				return pos, 0, err
@@ -203,7 +288,7 @@ func (w *Worker) evaluate(ctx context.Context, pos int64) (int64, int, error) {
 				env.MemberCount = func() int { return joined }
 				envs[e.RoomID+"|"+userID] = env
 			}
-			res := w.rules.Get(userID, doc).Evaluate(e.JSON, env)
+			res := w.rules.Get(userID, doc).EvaluateEvent(pe, env)
 			if !res.Notify {
 				continue
 			}
@@ -213,7 +298,11 @@ func (w *Worker) evaluate(ctx context.Context, pos int64) (int64, int, error) {
 		}
 	}
 	last := evs[len(evs)-1].StreamPos
-	if err := w.db.AddNotifications(ctx, progressName, last, ns); err != nil {
+	name := progressName
+	if !save {
+		name = ""
+	}
+	if err := w.db.AddNotifications(ctx, name, last, ns); err != nil {
 		return pos, 0, err
 	}
 	if len(ns) > 0 {

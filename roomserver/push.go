@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/tidwall/gjson"
 
 	"repeater/internal/pushrules"
@@ -11,10 +12,13 @@ import (
 // PushEnv returns what evaluating push rules for userID needs to know
 // about a room (Client-Server API, "Push Rules": room_member_count,
 // sender_notification_permission, contains_display_name), read from the
-// room's current state when a condition asks. Member count and display name
-// are read once per Env: callers make one per room and batch of events.
+// room's current state when a condition asks. Member count, display name
+// and power levels are read once per Env: callers make one per room and
+// batch of events. An Env is not safe for concurrent use.
 func (s *Server) PushEnv(ctx context.Context, roomID, userID string) pushrules.Env {
 	count, name := -1, (*string)(nil)
+	var pl *gomatrixserverlib.PowerLevelContent // parsed once per Env
+	mayNotify := map[string]bool{}
 	return pushrules.Env{
 		UserID: userID,
 		MemberCount: func() int {
@@ -42,16 +46,23 @@ func (s *Server) PushEnv(ctx context.Context, roomID, userID string) pushrules.E
 			return *name
 		},
 		SenderMayNotify: func(sender, key string) bool {
+			k := sender + "\x00" + key
+			if ok, seen := mayNotify[k]; seen {
+				return ok
+			}
 			r, err := s.lockRoom(ctx, roomID)
 			if err != nil {
 				return false
 			}
 			defer r.mu.Unlock()
-			pl, err := r.powerLevels()
-			if err != nil {
-				return false
+			if pl == nil {
+				if pl, err = r.powerLevels(); err != nil {
+					return false
+				}
 			}
-			return r.userLevel(pl, sender) >= pl.NotificationLevel(key)
+			ok := r.userLevel(pl, sender) >= pl.NotificationLevel(key)
+			mayNotify[k] = ok
+			return ok
 		},
 	}
 }

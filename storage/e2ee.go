@@ -279,25 +279,6 @@ func (db *DB) AckToDevice(ctx context.Context, userID, deviceID string, pos int6
 	return err
 }
 
-// DeviceListChanges returns which of users changed their device lists in (from, to].
-func (db *DB) DeviceListChanges(ctx context.Context, userIDs []string, from, to int64) ([]string, error) {
-	var out []string
-	for len(userIDs) > 0 {
-		n := min(len(userIDs), 400)
-		args := []any{from, to}
-		for _, u := range userIDs[:n] {
-			args = append(args, u)
-		}
-		got, err := queryStrings(ctx, db.R(), `SELECT user_id FROM device_list_changes WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id IN (`+inList(3, n)+`)`, args...)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, got...)
-		userIDs = userIDs[n:]
-	}
-	return out, nil
-}
-
 // ForgetDeviceKeys removes a deleted device's keys and messages and records
 // the device-list change.
 func (db *DB) ForgetDeviceKeys(ctx context.Context, userID string, deviceIDs []string) (int64, error) {

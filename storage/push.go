@@ -3,6 +3,8 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"strings"
 )
 
 // PushRulesType is the account-data type holding a user's push rules.
@@ -170,15 +172,34 @@ func (db *DB) PushProgress(ctx context.Context, name string) (int64, error) {
 	return pos, err
 }
 
-// AddNotifications stores notifications and moves the worker's progress to
-// pos in the same transaction: each event is evaluated exactly once.
+// AddNotifications stores notifications and moves the worker's progress
+// (named name; "" for none) to pos in the same transaction: each event is
+// evaluated exactly once.
 func (db *DB) AddNotifications(ctx context.Context, name string, pos int64, ns []Notification) error {
 	return db.Write(ctx, func(tx *Tx) error {
-		for _, n := range ns {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO notifications (localpart, room_id, event_id, stream_pos, ts, highlight, actions) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-				n.Localpart, n.RoomID, n.EventID, n.StreamPos, n.TS, b2i(n.Highlight), string(n.Actions)); err != nil {
+		// Many rows to a statement: one event notifies each member of a
+		// room, and per-statement cost dominates on the single writer.
+		const per = 50
+		for len(ns) > 0 {
+			n := min(len(ns), per)
+			var q strings.Builder
+			q.WriteString(`INSERT INTO notifications (localpart, room_id, event_id, stream_pos, ts, highlight, actions) VALUES `)
+			args := make([]any, 0, 7*n)
+			for i, x := range ns[:n] {
+				if i > 0 {
+					q.WriteString(", ")
+				}
+				b := 7 * i
+				fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d)", b+1, b+2, b+3, b+4, b+5, b+6, b+7)
+				args = append(args, x.Localpart, x.RoomID, x.EventID, x.StreamPos, x.TS, b2i(x.Highlight), string(x.Actions))
+			}
+			if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
 				return err
 			}
+			ns = ns[n:]
+		}
+		if name == "" {
+			return nil // a catch-up for one user: progress stays
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO push_progress (name, pos) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET pos = excluded.pos`, name, pos)
 		return err
@@ -195,20 +216,6 @@ var scanNotifications = scanAll(func(sc interface{ Scan(...any) error }) (Notifi
 })
 
 const notificationCols = `id, localpart, room_id, event_id, stream_pos, ts, highlight, actions`
-
-// Notifications returns a user's notifications newest first, with IDs
-// below before (0: from the newest), only highlights if asked.
-func (db *DB) Notifications(ctx context.Context, localpart string, before int64, limit int, onlyHighlight bool) ([]Notification, error) {
-	if before <= 0 {
-		before = 1 << 62
-	}
-	hl := 0
-	if onlyHighlight {
-		hl = 1
-	}
-	return scanNotifications(db.R().QueryContext(ctx, `SELECT `+notificationCols+` FROM notifications
-		WHERE localpart = $1 AND id < $2 AND highlight >= $3 ORDER BY id DESC LIMIT $4`, localpart, before, hl, limit))
-}
 
 // NotificationsAfter returns a user's notifications with IDs above after,
 // for events after stream position since, oldest first: what a pusher has
@@ -264,4 +271,19 @@ func (db *DB) ReadReceiptPositions(ctx context.Context, roomID, userID string) (
 		out[thread] = pos
 	}
 	return out, rows.Err()
+}
+
+// EventsFromOthersBefore returns up to limit accepted timeline events of
+// the rooms, sent by others, with stream positions below before, newest
+// first: what GET /notifications evaluates.
+func (db *DB) EventsFromOthersBefore(ctx context.Context, rooms []string, userID string, before int64, limit int) ([]*Event, error) {
+	if len(rooms) == 0 {
+		return nil, nil
+	}
+	args := []any{before, userID, limit}
+	for _, r := range rooms {
+		args = append(args, r)
+	}
+	return scanEvents(db.R().QueryContext(ctx, `SELECT `+eventCols+` FROM events WHERE stream_pos < $1 AND stream_pos > 0 AND sender <> $2
+		AND rejected = 0 AND outlier = 0 AND room_id IN (`+inList(4, len(rooms))+`) ORDER BY stream_pos DESC LIMIT $3`, args...))
 }

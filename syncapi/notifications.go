@@ -5,14 +5,23 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
+	"repeater/internal/pushrules"
 )
 
+// notificationScan bounds the events one GET /notifications evaluates; when
+// it is reached, next_token lets the client go on.
+const notificationScan = 2000
+
 // notifications handles GET /notifications (Client-Server API, "Listing
-// Notifications"): the events the user's push rules notified for, newest
-// first, as stored by the push worker; "read" when the user's read receipt
-// in the room is at or after the event. from is the ID to continue below.
+// Notifications"): the events in the user's rooms that their push rules
+// notify for, newest first, evaluated when asked (the push worker keeps
+// notifications only for users with pushers); "read" when the user's read
+// receipt in the room is at or after the event. Tokens are stream
+// positions: the page continues below them.
 func (s *Sync) notifications(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())
 	ctx := r.Context()
@@ -25,38 +34,70 @@ func (s *Sync) notifications(r *http.Request) (any, error) {
 		}
 		limit = min(max(n, 1), 100)
 	}
-	var from int64
+	before := int64(1 << 62)
 	if v := q.Get("from"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
+		if err != nil || n <= 0 {
 			return nil, httputil.InvalidParam("Unknown from token")
 		}
-		from = n
+		before = n
 	}
-	ns, err := s.db.Notifications(ctx, d.Localpart, from, limit, q.Get("only") == "highlight")
+	onlyHighlight := q.Get("only") == "highlight"
+	rooms, err := s.db.RoomsByMembership(ctx, d.UserID, spec.Join)
 	if err != nil {
 		return nil, err
 	}
+	doc, err := s.db.PushRules(ctx, d.Localpart)
+	if err != nil {
+		return nil, err
+	}
+	rules := s.rules.Get(d.UserID, doc)
+	envs := map[string]pushrules.Env{}
 	receipts := map[string]int64{}
 	out := []any{}
-	for _, n := range ns {
-		e, err := s.rs.EventByID(ctx, n.EventID)
+	scanned, last, exhausted := 0, before, false
+	for len(out) < limit && scanned < notificationScan && !exhausted {
+		evs, err := s.db.EventsFromOthersBefore(ctx, rooms, d.UserID, last, 200)
 		if err != nil {
-			continue // purged since
+			return nil, err
 		}
-		rp, ok := receipts[n.RoomID]
-		if !ok {
-			if rp, err = s.db.ReadReceiptPos(ctx, n.RoomID, d.UserID); err != nil {
-				return nil, err
+		exhausted = len(evs) < 200
+		for _, e := range evs {
+			scanned++
+			last = e.StreamPos
+			env, ok := envs[e.RoomID]
+			if !ok {
+				env = s.rs.PushEnv(ctx, e.RoomID, d.UserID)
+				envs[e.RoomID] = env
 			}
-			receipts[n.RoomID] = rp
+			res := rules.Evaluate(e.JSON, env)
+			if !res.Notify || (onlyHighlight && !res.Highlight) {
+				continue
+			}
+			if ok, err := s.rs.CanSeeEvent(ctx, d.UserID, e); err != nil || !ok {
+				continue
+			}
+			rp, ok := receipts[e.RoomID]
+			if !ok {
+				if rp, err = s.db.ReadReceiptPos(ctx, e.RoomID, d.UserID); err != nil {
+					return nil, err
+				}
+				receipts[e.RoomID] = rp
+			}
+			actions := res.Actions
+			if actions == nil {
+				actions = []json.RawMessage{}
+			}
+			out = append(out, map[string]any{"actions": actions, "event": s.rs.ClientEvent(ctx, e, d.UserID, d.DeviceID),
+				"read": e.StreamPos <= rp, "room_id": e.RoomID, "ts": e.OriginTS, "profile_tag": ""})
+			if len(out) == limit {
+				break
+			}
 		}
-		out = append(out, map[string]any{"actions": json.RawMessage(n.Actions), "event": s.rs.ClientEvent(ctx, e, d.UserID, d.DeviceID),
-			"read": n.StreamPos <= rp, "room_id": n.RoomID, "ts": n.TS, "profile_tag": ""})
 	}
 	resp := map[string]any{"notifications": out}
-	if len(ns) == limit {
-		resp["next_token"] = strconv.FormatInt(ns[len(ns)-1].ID, 10)
+	if !exhausted || len(out) == limit {
+		resp["next_token"] = strconv.FormatInt(last, 10)
 	}
 	return resp, nil
 }

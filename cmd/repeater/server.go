@@ -105,12 +105,12 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 	fapi.Routes(root)
 	// "unstable" too: some clients and sytest still call newer endpoints
 	// (cross-signing) there.
-	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0", "/_matrix/client/unstable"} {
-		c := root.PathPrefix(prefix).Subrouter()
-		capi.Routes(c, authn)
-		sapi.Routes(c, authn)
-		aapi.ClientRoutes(c, authn) // /admin/whois
-	}
+	// One set of routes for the three prefixes: each route is a compiled
+	// regular expression, and three copies of every one cost megabytes.
+	c := root.PathPrefix("/_matrix/client/{clientVersion:v3|r0|unstable}").Subrouter()
+	capi.Routes(c, authn)
+	sapi.Routes(c, authn)
+	aapi.ClientRoutes(c, authn) // /admin/whois
 	v1 := root.PathPrefix("/_matrix/client/v1").Subrouter()
 	capi.V1Routes(v1, authn)
 	sapi.V1Routes(v1, authn) // relations, threads

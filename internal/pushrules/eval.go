@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tidwall/gjson"
 )
@@ -55,16 +56,53 @@ func (r Result) Tweaks() map[string]any {
 	return out
 }
 
-// Evaluate finds the first enabled rule matching the event (client or
-// federation format JSON; both carry type, sender, content, state_key) and
-// interprets its actions. Events the user sent never notify.
-func (rs *Ruleset) Evaluate(ev []byte, env Env) Result {
-	if gjson.GetBytes(ev, "sender").Str == env.UserID {
+// Event is an event being evaluated. It keeps what was read of it, so that
+// evaluating one event for every member of a room reads each property of
+// its JSON once. Not safe for concurrent use.
+type Event struct {
+	raw       []byte
+	props     map[string]gjson.Result
+	lower     string
+	haveLower bool
+}
+
+// NewEvent wraps an event's JSON (client or federation format: both carry
+// type, sender, room_id, content and state_key).
+func NewEvent(raw []byte) *Event { return &Event{raw: raw, props: make(map[string]gjson.Result, 8)} }
+
+// get reads a dot-separated property path (see property).
+func (e *Event) get(key string) gjson.Result {
+	if v, ok := e.props[key]; ok {
+		return v
+	}
+	v := gjson.GetBytes(e.raw, gjsonPath(key))
+	e.props[key] = v
+	return v
+}
+
+// lowerBody is content.body in lower case ("" when not a string).
+func (e *Event) lowerBody() string {
+	if !e.haveLower {
+		if b := e.get("content.body"); b.Type == gjson.String {
+			e.lower = strings.ToLower(b.Str)
+		}
+		e.haveLower = true
+	}
+	return e.lower
+}
+
+// Evaluate finds the first enabled rule matching the event and interprets
+// its actions. Events the user sent never notify.
+func (rs *Ruleset) Evaluate(ev []byte, env Env) Result { return rs.EvaluateEvent(NewEvent(ev), env) }
+
+// EvaluateEvent is Evaluate for an event evaluated for several users.
+func (rs *Ruleset) EvaluateEvent(ev *Event, env Env) Result {
+	sender := ev.get("sender").Str
+	if sender == env.UserID {
 		return Result{}
 	}
-	hasMentions := gjson.GetBytes(ev, `content.m\.mentions`).Exists()
-	roomID := gjson.GetBytes(ev, "room_id").Str
-	sender := gjson.GetBytes(ev, "sender").Str
+	hasMentions := ev.get(`content.m\.mentions`).Exists()
+	roomID := ev.get("room_id").Str
 	for _, kind := range Kinds {
 		for _, r := range *rs.Kind(kind) {
 			if !r.Enabled || (hasMentions && r.Default && legacyMention[r.RuleID]) {
@@ -81,14 +119,19 @@ func (rs *Ruleset) Evaluate(ev []byte, env Env) Result {
 					}
 				}
 			case "content":
-				ok = r.Pattern != nil && globMatch(*r.Pattern, gjson.GetBytes(ev, "content.body"), true)
+				ok = r.Pattern != nil && bodyMatch(*r.Pattern, ev)
 			case "room":
 				ok = r.RuleID == roomID
 			case "sender":
 				ok = r.RuleID == sender
 			}
 			if ok {
-				return interpret(r)
+				if res := r.result.Load(); res != nil {
+					return *res
+				}
+				res := interpret(r)
+				r.result.Store(&res)
+				return res
 			}
 		}
 	}
@@ -124,19 +167,21 @@ func interpret(r *Rule) Result {
 	return res
 }
 
-func matchCondition(c *Condition, ev []byte, env Env) bool {
+func matchCondition(c *Condition, ev *Event, env Env) bool {
 	switch c.Kind {
 	case "event_match":
 		if c.Pattern == nil {
 			return false
 		}
-		v := property(ev, c.Key)
-		return globMatch(*c.Pattern, v, c.Key == "content.body")
+		if c.Key == "content.body" {
+			return bodyMatch(*c.Pattern, ev)
+		}
+		return globMatch(*c.Pattern, ev.get(c.Key))
 	case "event_property_is":
-		v := property(ev, c.Key)
+		v := ev.get(c.Key)
 		return v.Exists() && scalar(v) && jsonEqual(v, c.Value)
 	case "event_property_contains":
-		v := property(ev, c.Key)
+		v := ev.get(c.Key)
 		if !v.IsArray() {
 			return false
 		}
@@ -151,22 +196,25 @@ func matchCondition(c *Condition, ev []byte, env Env) bool {
 			return false
 		}
 		name := env.DisplayName()
-		body := gjson.GetBytes(ev, "content.body")
-		return name != "" && body.Type == gjson.String && containsWord(strings.ToLower(body.Str), strings.ToLower(name))
+		return name != "" && containsWord(ev.lowerBody(), strings.ToLower(name))
 	case "room_member_count":
 		if env.MemberCount == nil {
 			return false
 		}
 		return countMatches(c.Is, env.MemberCount())
 	case "sender_notification_permission":
-		return env.SenderMayNotify != nil && c.Key != "" && env.SenderMayNotify(gjson.GetBytes(ev, "sender").Str, c.Key)
+		return env.SenderMayNotify != nil && c.Key != "" && env.SenderMayNotify(ev.get("sender").Str, c.Key)
 	}
 	return false // unrecognised conditions never match
 }
 
-// property reads a dot-separated property path (Appendices, "Dot-separated
-// property paths": "\." is a literal dot and "\\" a literal backslash).
-func property(ev []byte, key string) gjson.Result {
+// gjsonPath turns a dot-separated property path (Appendices, "Dot-separated
+// property paths": "\." is a literal dot and "\\" a literal backslash)
+// into a gjson path. Paths come from a few rules: they are kept.
+func gjsonPath(key string) string {
+	if p, ok := paths.Load(key); ok {
+		return p.(string)
+	}
 	var parts []string
 	var cur strings.Builder
 	for i := 0; i < len(key); i++ {
@@ -182,8 +230,17 @@ func property(ev []byte, key string) gjson.Result {
 		}
 	}
 	parts = append(parts, gjson.Escape(cur.String()))
-	return gjson.GetBytes(ev, strings.Join(parts, "."))
+	p := strings.Join(parts, ".")
+	if pathCount.Add(1) < 10000 {
+		paths.Store(key, p)
+	}
+	return p
 }
+
+var (
+	paths     sync.Map // push-rule key -> gjson path
+	pathCount atomic.Int64
+)
 
 func scalar(v gjson.Result) bool {
 	switch v.Type {
@@ -235,21 +292,30 @@ func countMatches(is string, n int) bool {
 	return n == want
 }
 
-// globMatch matches a glob pattern (Appendices, "Glob-style matching": * and
-// ?) case-insensitively against a string value: the whole value, or for
-// content.body any part of it that starts and ends at a word boundary.
-func globMatch(pattern string, v gjson.Result, words bool) bool {
+// globMatch matches a glob pattern (Appendices, "Glob-style matching": *
+// and ?) case-insensitively against the whole of a string value.
+func globMatch(pattern string, v gjson.Result) bool {
 	if v.Type != gjson.String {
 		return false
 	}
 	if !strings.ContainsAny(pattern, "*?") {
-		if words {
-			return containsWord(strings.ToLower(v.Str), strings.ToLower(pattern))
-		}
 		return strings.EqualFold(v.Str, pattern)
 	}
-	re := globs.get(pattern, words)
+	re := globs.get(pattern, false)
 	return re != nil && re.MatchString(v.Str)
+}
+
+// bodyMatch matches a glob pattern against content.body: any part of it
+// that starts and ends at a word boundary.
+func bodyMatch(pattern string, ev *Event) bool {
+	if ev.get("content.body").Type != gjson.String {
+		return false
+	}
+	if !strings.ContainsAny(pattern, "*?") {
+		return containsWord(ev.lowerBody(), strings.ToLower(pattern))
+	}
+	re := globs.get(pattern, true)
+	return re != nil && re.MatchString(ev.get("content.body").Str)
 }
 
 // globCache keeps compiled patterns; rules change rarely and are few, so

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Kinds in the order they are evaluated.
@@ -33,6 +34,10 @@ type Rule struct {
 	Conditions []Condition       `json:"conditions,omitempty"`
 	Pattern    *string           `json:"pattern,omitempty"`
 	Actions    []json.RawMessage `json:"actions"`
+
+	// result caches the interpreted actions (rules in a Cache are never
+	// changed; one changed in place is a fresh Load's, evaluated never).
+	result atomic.Pointer[Result]
 }
 
 // kindRule marshals a rule as its kind has it: conditions for override and
@@ -44,19 +49,22 @@ type kindRule struct {
 }
 
 func (r kindRule) MarshalJSON() ([]byte, error) {
-	type plain Rule
-	cp := *r.Rule
+	out := struct {
+		RuleID     string            `json:"rule_id"`
+		Default    bool              `json:"default"`
+		Enabled    bool              `json:"enabled"`
+		Pattern    *string           `json:"pattern,omitempty"`
+		Actions    []json.RawMessage `json:"actions"`
+		Conditions *[]Condition      `json:"conditions,omitempty"`
+	}{RuleID: r.RuleID, Default: r.Default, Enabled: r.Enabled, Pattern: r.Pattern, Actions: r.Actions}
 	if r.kind == "override" || r.kind == "underride" {
-		if cp.Conditions == nil {
-			cp.Conditions = []Condition{}
+		conds := r.Conditions
+		if conds == nil {
+			conds = []Condition{}
 		}
-		return json.Marshal(struct {
-			*plain
-			Conditions []Condition `json:"conditions"`
-		}{(*plain)(&cp), cp.Conditions})
+		out.Conditions = &conds
 	}
-	cp.Conditions = nil
-	return json.Marshal((*plain)(&cp))
+	return json.Marshal(out)
 }
 
 // Marshal returns a rule of a kind as JSON.
@@ -217,7 +225,7 @@ func Defaults(userID string) *Ruleset {
 			rule(".m.rule.contains_display_name", true, []Condition{{Kind: "contains_display_name"}}, notify, sound("default"), highlight),
 			rule(".m.rule.is_room_mention", true, []Condition{{Kind: "event_property_is", Key: `content.m\.mentions.room`, Value: raw(true)},
 				{Kind: "sender_notification_permission", Key: "room"}}, notify, highlight),
-			rule(".m.rule.roomnotif", true, []Condition{{Kind: "sender_notification_permission", Key: "room"}, match("content.body", "@room")},
+			rule(".m.rule.roomnotif", true, []Condition{match("content.body", "@room"), {Kind: "sender_notification_permission", Key: "room"}},
 				notify, highlight),
 			rule(".m.rule.tombstone", true, []Condition{match("type", "m.room.tombstone"), match("state_key", "")}, notify, highlight),
 			rule(".m.rule.reaction", true, []Condition{match("type", "m.reaction")}),
@@ -272,4 +280,10 @@ func (c *Cache) Get(userID string, doc []byte) *Ruleset {
 	}
 	c.m[userID] = cached{doc: doc, rs: rs}
 	return rs
+}
+
+// Clone returns a copy of a rule with its own conditions.
+func (r *Rule) Clone() *Rule {
+	return &Rule{RuleID: r.RuleID, Default: r.Default, Enabled: r.Enabled, Pattern: r.Pattern, Actions: r.Actions,
+		Conditions: append([]Condition(nil), r.Conditions...)}
 }

@@ -84,7 +84,7 @@ func TestConditions(t *testing.T) {
 		{Condition{Kind: "org.example.unknown"}, false},
 	}
 	for i, c := range cases {
-		if got := matchCondition(&c.c, ev, env(4, "", false)); got != c.want {
+		if got := matchCondition(&c.c, NewEvent(ev), env(4, "", false)); got != c.want {
 			t.Errorf("case %d %+v: got %v", i, c.c, got)
 		}
 	}
