@@ -61,6 +61,7 @@ type API struct {
 	limiter    *httputil.Limiter
 
 	maxUpload int64
+	preview   *previewer
 	quota     storage.MediaQuota
 	cacheSize int64
 
@@ -115,6 +116,7 @@ func New(d Deps) (*API, error) {
 		quota:     storage.MediaQuota{User: cfg.Media.UserQuota, Total: cfg.Media.TotalQuota},
 		cacheSize: cfg.Media.RemoteCacheSize,
 		thumbSem:  make(chan struct{}, workers),
+		preview:   newPreviewer(cfg.Media.URLPreview.Enabled, cfg.Media.URLPreview.AllowPrivate),
 		waiters:   map[string]*waiter{},
 		probes:    lru.New[string, probed](4096),
 		baseCtx:   ctx, cancel: cancel,
@@ -164,18 +166,6 @@ func (m *API) FederationRoutes(root *mux.Router, authn ServerAuth) {
 // config handles GET config (spec: "m.upload.size").
 func (m *API) config(r *http.Request) (any, error) {
 	return map[string]any{"m.upload.size": m.maxUpload}, nil
-}
-
-// previewURL handles GET preview_url. Repeater does not fetch arbitrary
-// web pages on behalf of clients (a privacy and request-forgery risk, and
-// costly on small hardware), so every URL previews as the empty OpenGraph
-// object the spec allows.
-func (m *API) previewURL(r *http.Request) (any, error) {
-	u := r.URL.Query().Get("url")
-	if u == "" {
-		return nil, httputil.MissingParam("Missing url")
-	}
-	return map[string]any{}, nil
 }
 
 var mediaIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)

@@ -10,6 +10,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"repeater/internal/config"
+	"repeater/storage/storagetest"
 )
 
 // mediaResp is a raw answer of a media endpoint.
@@ -509,4 +511,66 @@ func TestMediaFederation(t *testing.T) {
 	if resp.StatusCode != 404 {
 		t.Fatalf("unknown media over federation: %d", resp.StatusCode)
 	}
+}
+
+// Link previews: off by default ({}); on, a page's OpenGraph tags come back
+// with its image stored as media; loopback pages are refused unless
+// allowed.
+func TestURLPreview(t *testing.T) {
+	png := func() []byte {
+		img := image.NewRGBA(image.Rect(0, 0, 40, 30))
+		var b bytes.Buffer
+		if err := png.Encode(&b, img); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}()
+	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/page.html":
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Write([]byte(`<html><head><title>x</title><meta property="og:title" content="The Rock"><meta property="og:image" content="/pic.png"></head></html>`))
+		case "/pic.png":
+			w.Header().Set("Content-Type", "image/png")
+			w.Write(png)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer site.Close()
+	preview := "/_matrix/client/v1/media/preview_url?url=" + url.QueryEscape(site.URL+"/page.html")
+	for _, c := range []struct {
+		name            string
+		enabled, anyNet bool
+	}{{"off", false, false}, {"public only", true, false}, {"on", true, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := newTestConfig(t, firstDialect(t))
+			cfg.Media.URLPreview.Enabled, cfg.Media.URLPreview.AllowPrivate = c.enabled, c.anyNet
+			ts := startTestServer(t, cfg)
+			alice := ts.register("alice")
+			st, res := alice.do("GET", preview, nil)
+			switch {
+			case !c.enabled:
+				if st != 200 || res.Raw != "{}" {
+					t.Fatalf("disabled: %d %s", st, res.Raw)
+				}
+			case !c.anyNet:
+				if st != 502 {
+					t.Fatalf("a loopback page was fetched: %d %s", st, res.Raw)
+				}
+			default:
+				if st != 200 || res.Get("og:title").Str != "The Rock" || !strings.HasPrefix(res.Get("og:image").Str, "mxc://") ||
+					res.Get("og:image:width").Int() != 40 || res.Get("og:image:height").Int() != 30 || res.Get("matrix:image:size").Int() != int64(len(png)) {
+					t.Fatalf("preview: %d %s", st, res.Raw)
+				}
+			}
+		})
+	}
+}
+
+func firstDialect(t *testing.T) string {
+	for _, dsn := range storagetest.Dialects(t) {
+		return dsn
+	}
+	return ""
 }

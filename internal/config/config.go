@@ -150,6 +150,15 @@ type Config struct {
 		// their thumbnails) kept; the least recently used go first.
 		// 0: unlimited.
 		RemoteCacheSize int64 `yaml:"remote_cache_size"`
+		// URLPreview lets clients ask the server for link previews
+		// (preview_url): the server fetches the page and its image. Off by
+		// default: the server would see, and fetch, every link users look
+		// at. Private, loopback and link-local addresses are never fetched
+		// unless AllowPrivate (test networks).
+		URLPreview struct {
+			Enabled      bool `yaml:"enabled"`
+			AllowPrivate bool `yaml:"allow_private"`
+		} `yaml:"url_preview"`
 	} `yaml:"media"`
 
 	// LogLevel: debug, info, warn or error.

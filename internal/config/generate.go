@@ -56,6 +56,8 @@ func Generate(opts GenerateOptions) (string, error) {
 		c.RateLimits.Enabled = false
 		c.Federation.SkipTLSVerify = true
 		c.Push.SkipTLSVerify = true
+		c.Media.URLPreview.Enabled = true
+		c.Media.URLPreview.AllowPrivate = true
 		c.Federation.AllowPrivatePeers = true
 		c.BcryptCost = 4
 	}
