@@ -116,7 +116,7 @@ func New(d Deps) (*API, error) {
 		quota:     storage.MediaQuota{User: cfg.Media.UserQuota, Total: cfg.Media.TotalQuota},
 		cacheSize: cfg.Media.RemoteCacheSize,
 		thumbSem:  make(chan struct{}, workers),
-		preview:   newPreviewer(cfg.Media.URLPreview.Enabled, cfg.Media.URLPreview.AllowPrivate),
+		preview:   newPreviewer(cfg.Media.URLPreview.Enabled, cfg.Media.URLPreview.AllowPrivate, cfg.Media.URLPreview.SkipTLSVerify),
 		waiters:   map[string]*waiter{},
 		probes:    lru.New[string, probed](4096),
 		baseCtx:   ctx, cancel: cancel,

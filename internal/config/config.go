@@ -158,6 +158,9 @@ type Config struct {
 		URLPreview struct {
 			Enabled      bool `yaml:"enabled"`
 			AllowPrivate bool `yaml:"allow_private"`
+			// SkipTLSVerify does not check sites' certificates (test
+			// networks only).
+			SkipTLSVerify bool `yaml:"skip_tls_verify"`
 		} `yaml:"url_preview"`
 	} `yaml:"media"`
 

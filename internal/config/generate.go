@@ -58,6 +58,7 @@ func Generate(opts GenerateOptions) (string, error) {
 		c.Push.SkipTLSVerify = true
 		c.Media.URLPreview.Enabled = true
 		c.Media.URLPreview.AllowPrivate = true
+		c.Media.URLPreview.SkipTLSVerify = true
 		c.Federation.AllowPrivatePeers = true
 		c.BcryptCost = 4
 	}
