@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -195,6 +196,16 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("repeater ready", "server_name", cfg.ServerName, "version", version, "startup", time.Since(start).Round(time.Millisecond))
+	// Start-up garbage (migrations, route compilation, caches warming)
+	// would otherwise stay mapped until the runtime's scavenger gets to
+	// it: hand it back at once, which matters on small machines.
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+			debug.FreeOSMemory()
+		}
+	}()
 	<-ctx.Done()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
