@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"sort"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
+	"repeater/roomserver"
 	"repeater/storage"
 )
 
@@ -390,17 +390,7 @@ func (a *API) searchContext(ctx context.Context, d *auth.Device, e *storage.Even
 		}
 		return out
 	}
-	// Tokens in /messages' topological format (syncapi: "t<depth>_<stream>").
-	start := topoToken(e.Depth, e.StreamPos-1)
-	if len(evBefore) > 0 {
-		l := evBefore[len(evBefore)-1]
-		start = topoToken(l.Depth, l.StreamPos-1)
-	}
-	end := topoToken(e.Depth, e.StreamPos)
-	if len(evAfter) > 0 {
-		l := evAfter[len(evAfter)-1]
-		end = topoToken(l.Depth, l.StreamPos)
-	}
+	start, end := roomserver.ContextTokens(e, evBefore, evAfter)
 	out := map[string]any{"events_before": render(evBefore), "events_after": render(evAfter), "start": start, "end": end}
 	if cs.IncludeProfile {
 		// Profiles as they were: the senders' member events in the state
@@ -443,8 +433,6 @@ func (a *API) searchContext(ctx context.Context, d *auth.Device, e *storage.Even
 	}
 	return out, nil
 }
-
-func topoToken(depth, stream int64) string { return fmt.Sprintf("t%d_%d", depth, stream) }
 
 // searchTypes returns the event types the keys search, narrowed by a
 // filter's types and not_types ('*' wildcards).

@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -76,4 +77,25 @@ func (s *Server) ClientEvent(ctx context.Context, e *storage.Event, viewerID, vi
 	}
 	buf = append(buf, `}}`...)
 	return buf
+}
+
+// TopoToken is a pagination token in topological order, as /messages,
+// /context and /search hand them out: "t<depth>_<stream position>".
+func TopoToken(depth, stream int64) string { return fmt.Sprintf("t%d_%d", depth, stream) }
+
+// ContextTokens are the start and end tokens of an event's context (the
+// events before it, newest first, and after it, oldest first): paging
+// back from start or forward from end continues past the context
+// (Client-Server API, "GET /rooms/{roomId}/context/{eventId}").
+func ContextTokens(e *storage.Event, before, after []*storage.Event) (start, end string) {
+	start, end = TopoToken(e.Depth, e.StreamPos-1), TopoToken(e.Depth, e.StreamPos)
+	if len(before) > 0 {
+		l := before[len(before)-1]
+		start = TopoToken(l.Depth, l.StreamPos-1)
+	}
+	if len(after) > 0 {
+		l := after[len(after)-1]
+		end = TopoToken(l.Depth, l.StreamPos)
+	}
+	return start, end
 }

@@ -263,16 +263,7 @@ func (s *Sync) eventContext(r *http.Request) (any, error) {
 		}
 		return out
 	}
-	start := topoToken(e.Depth, e.StreamPos-1)
-	if len(before) > 0 {
-		l := before[len(before)-1]
-		start = topoToken(l.Depth, l.StreamPos-1)
-	}
-	end := topoToken(e.Depth, e.StreamPos)
-	if len(after) > 0 {
-		l := after[len(after)-1]
-		end = topoToken(l.Depth, l.StreamPos)
-	}
+	start, end := roomserver.ContextTokens(e, before, after)
 	state, err := s.rs.StateEventsAt(ctx, e.AfterSnapshot)
 	if err != nil {
 		return nil, err

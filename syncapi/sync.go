@@ -16,6 +16,7 @@ import (
 
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
+	"repeater/roomserver"
 	"repeater/storage"
 )
 
@@ -917,7 +918,7 @@ func receiptEvent(rcpts []storage.Receipt, viewer string) map[string]any {
 	return map[string]any{"type": "m.receipt", "content": content}
 }
 
-func topoToken(depth, stream int64) string { return fmt.Sprintf("t%d_%d", depth, stream) }
+var topoToken = roomserver.TopoToken
 
 // ignoredUsers reads the user's m.ignored_user_list account data.
 func (s *Sync) ignoredUsers(ctx context.Context, d *auth.Device) map[string]bool {
