@@ -19,6 +19,7 @@ type changeIndex struct {
 	roomPos   map[string]int64
 	rcptPos   map[string]int64
 	userPos   map[string]int64
+	memberPos map[string]int64 // room -> last membership change
 	pending   map[string]int // user ID, or "!"+room ID for receipts -> writes whose position is not known yet
 	ignoreSet map[string]ignoreEntry
 }
@@ -30,7 +31,7 @@ type ignoreEntry struct {
 
 func newChangeIndex(start int64) *changeIndex {
 	return &changeIndex{start: start, roomPos: map[string]int64{}, rcptPos: map[string]int64{},
-		userPos: map[string]int64{}, pending: map[string]int{}, ignoreSet: map[string]ignoreEntry{}}
+		userPos: map[string]int64{}, memberPos: map[string]int64{}, pending: map[string]int{}, ignoreSet: map[string]ignoreEntry{}}
 }
 
 func bump(m map[string]int64, k string, pos int64) {
@@ -47,7 +48,16 @@ func (x *changeIndex) room(roomID string, pos int64, membershipOf string) {
 	bump(x.roomPos, roomID, pos)
 	if membershipOf != "" {
 		bump(x.userPos, membershipOf, pos)
+		bump(x.memberPos, roomID, pos)
 	}
+}
+
+// membersChanged reports whether a room's membership may have changed
+// after since (true when the index cannot tell).
+func (x *changeIndex) membersChanged(roomID string, since int64) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return since < x.start || x.memberPos[roomID] > since
 }
 
 // pendingReceipt and settleReceipt bracket a receipt write, as

@@ -525,12 +525,16 @@ func (s *Sync) e2ee(ctx context.Context, req *syncRequest, resp *syncResponse, s
 			}
 		}
 	}
-	if req.since != nil && len(req.active) > 0 {
-		// Users who started or stopped sharing a room with us.
-		rooms := make([]string, 0, len(req.active))
+	var rooms []string // rooms whose membership changed in range
+	if req.since != nil {
 		for r := range req.active {
-			rooms = append(rooms, r)
+			if s.notifier.idx.membersChanged(r, since.Pos) {
+				rooms = append(rooms, r)
+			}
 		}
+	}
+	if len(rooms) > 0 {
+		// Users who started or stopped sharing a room with us.
 		joined, left, err := s.rs.DeviceListDelta(ctx, d.UserID, rooms, since.Pos, req.to.Pos, sharingUsers())
 		if err != nil {
 			return err

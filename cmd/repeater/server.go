@@ -100,22 +100,23 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 	}
 
 	root := mux.NewRouter().UseEncodedPath()
-	capi.RootRoutes(root)
-	aapi.Routes(root, authn) // /_synapse/admin
-	fapi.Routes(root)
-	// "unstable" too: some clients and sytest still call newer endpoints
-	// (cross-signing) there.
-	// One set of routes for the three prefixes: each route is a compiled
-	// regular expression, and three copies of every one cost megabytes.
+	// gorilla/mux tries routes in order, a regular expression each: the
+	// client API, which gets nearly all requests, goes first, /sync first
+	// within it. One set of routes serves the three prefixes ("unstable"
+	// too: some clients and sytest call newer endpoints there); three
+	// copies of every route cost megabytes.
 	c := root.PathPrefix("/_matrix/client/{clientVersion:v3|r0|unstable}").Subrouter()
-	capi.Routes(c, authn)
 	sapi.Routes(c, authn)
+	capi.Routes(c, authn)
 	aapi.ClientRoutes(c, authn) // /admin/whois
 	v1 := root.PathPrefix("/_matrix/client/v1").Subrouter()
 	capi.V1Routes(v1, authn)
 	sapi.V1Routes(v1, authn) // relations, threads
+	capi.RootRoutes(root)
+	fapi.Routes(root)
 	mapi.Routes(root, authn)
 	mapi.FederationRoutes(root, fapi.ServerAuth)
+	aapi.Routes(root, authn) // /_synapse/admin
 	root.NotFoundHandler = httputil.NotFoundHandler(root)
 	root.MethodNotAllowedHandler = root.NotFoundHandler
 
