@@ -57,6 +57,7 @@ type Worker struct {
 	mu       sync.Mutex
 	backoff  map[string]pusherBackoff // localpart|app_id|pushkey
 	inflight map[string]bool          // pushers being delivered to
+	badging  map[string]int           // users with a badge update in flight (2: and one more to send)
 	wg       sync.WaitGroup           // delivery goroutines
 }
 
@@ -76,7 +77,7 @@ func New(db *storage.DB, rs *roomserver.Server, serverName string, skipTLSVerify
 		client:  &http.Client{Timeout: 15 * time.Second, Transport: tr},
 		wake:    make(chan struct{}, 1),
 		pwake:   make(chan struct{}, 1),
-		backoff: map[string]pusherBackoff{}, inflight: map[string]bool{}}
+		backoff: map[string]pusherBackoff{}, inflight: map[string]bool{}, badging: map[string]int{}}
 }
 
 func poke(c chan struct{}) {
@@ -98,28 +99,57 @@ func (w *Worker) OnRoomEvent(string, int64, []string) { poke(w.wake) }
 // clear their badge when the user reads elsewhere. Best effort: one try,
 // in the background.
 func (w *Worker) ReadReceiptMoved(localpart string) {
+	// One update in flight per user, and at most one more after it: a
+	// burst of receipts (or a hung gateway) must not pile up goroutines,
+	// and the last receipt's count is always sent.
+	w.mu.Lock()
+	if n := w.badging[localpart]; n > 0 {
+		w.badging[localpart] = 2
+		w.mu.Unlock()
+		return
+	}
+	w.badging[localpart] = 1
+	w.mu.Unlock()
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		ps, err := w.db.Pushers(ctx, localpart)
-		if err != nil || len(ps) == 0 {
-			return
-		}
-		unread, err := w.db.UnreadNotificationCount(ctx, localpart, "@"+localpart+":"+w.serverName)
-		if err != nil {
-			return
-		}
-		for _, p := range ps {
-			if p.Kind != "http" {
-				continue
+		for {
+			w.sendBadge(localpart)
+			w.mu.Lock()
+			again := w.badging[localpart] == 2
+			if again {
+				w.badging[localpart] = 1
+			} else {
+				delete(w.badging, localpart)
 			}
-			note := map[string]any{"id": "", "counts": map[string]any{"unread": unread}, "prio": "low", "devices": []any{w.device(p, nil)}}
-			body, _ := json.Marshal(map[string]any{"notification": note})
-			if _, err := w.post(ctx, p, body); err != nil {
-				w.log.Debug("push: badge update failed", "user", localpart, "err", err)
+			w.mu.Unlock()
+			if !again {
+				return
 			}
 		}
 	}()
+}
+
+// sendBadge sends a user's pushers their unread count.
+func (w *Worker) sendBadge(localpart string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ps, err := w.db.Pushers(ctx, localpart)
+	if err != nil || len(ps) == 0 {
+		return
+	}
+	unread, err := w.db.UnreadNotificationCount(ctx, localpart, "@"+localpart+":"+w.serverName)
+	if err != nil {
+		return
+	}
+	for _, p := range ps {
+		if p.Kind != "http" {
+			continue
+		}
+		note := map[string]any{"id": "", "counts": map[string]any{"unread": unread}, "prio": "low", "devices": []any{w.device(p, nil)}}
+		body, _ := json.Marshal(map[string]any{"notification": note})
+		if _, err := w.post(ctx, p, body); err != nil {
+			w.log.Debug("push: badge update failed", "user", localpart, "err", err)
+		}
+	}
 }
 
 // PushersChanged wakes delivery after a pusher was added or changed.
