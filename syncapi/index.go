@@ -20,7 +20,7 @@ type changeIndex struct {
 	rcptPos   map[string]int64
 	userPos   map[string]int64
 	memberPos map[string]int64 // room -> last membership change
-	pending   map[string]int // user ID, or "!"+room ID for receipts -> writes whose position is not known yet
+	pending   map[string]int   // user ID, or "!"+room ID for receipts -> writes whose position is not known yet
 	ignoreSet map[string]ignoreEntry
 }
 

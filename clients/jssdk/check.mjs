@@ -3,6 +3,7 @@
 // SDK_LOG=debug shows the SDK's own logging (silent by default).
 import * as sdk from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
+import { harness, quietSDK } from "./harness.mjs";
 
 const HS = process.env.HS_URL || "http://127.0.0.1:18118";
 const OVERALL_MS = 60_000;
@@ -11,71 +12,9 @@ const N_MSGS = 30;
 const PASSWORD = "correct-horse-battery-staple";
 const suffix = Math.random().toString(36).slice(2, 8);
 
-// The SDK logs through loglevel; child loggers are created later at DEBUG, so silence them too.
-const quiet = (l) => {
-  l.setLevel(process.env.SDK_LOG || "silent", false);
-  const getChild = l.getChild.bind(l);
-  l.getChild = (prefix) => quiet(getChild(prefix));
-  return l;
-};
-quiet(logger);
+quietSDK();
 
-const t0 = Date.now();
-const results = [];
-const clients = [];
-
-function finish(code) {
-  for (const c of clients) c.stopClient();
-  const failed = results.filter((r) => !r.ok);
-  console.log(failed.length === 0
-    ? `PASS: ${results.length} steps in ${Date.now() - t0} ms`
-    : `FAIL: ${failed.length}/${results.length} steps failed: ${failed.map((r) => r.name).join("; ")}`);
-  // The plain summary line CI tooling reads.
-  console.log(`jssdk: ${results.length - failed.length} passed, ${failed.length} failed`);
-  process.exit(code ?? (failed.length ? 1 : 0));
-}
-setTimeout(() => {
-  console.log(`FAIL: overall timeout of ${OVERALL_MS / 1000}s exceeded`);
-  results.push({ name: "overall timeout", ok: false });
-  finish(1);
-}, OVERALL_MS);
-
-function describe(e) {
-  if (e?.httpStatus !== undefined) {
-    return `${e.message} [status=${e.httpStatus} errcode=${e.errcode ?? "-"} body=${JSON.stringify(e.data)}]`;
-  }
-  return e?.stack || String(e);
-}
-
-// Runs one step; a failed "fatal" step ends the run, others are recorded and the run goes on.
-async function step(name, fn, { fatal = false } = {}) {
-  const start = Date.now();
-  try {
-    await fn();
-    results.push({ name, ok: true });
-    console.log(`ok   ${name} (${Date.now() - start} ms)`);
-  } catch (e) {
-    results.push({ name, ok: false });
-    console.log(`FAIL ${name} (${Date.now() - start} ms): ${describe(e)}`);
-    if (fatal) finish(1);
-  }
-}
-
-// Resolves when `emitter` emits `event` with args satisfying `pred`; listen before acting.
-function waitFor(emitter, event, pred, what, ms = STEP_MS) {
-  let cleanup;
-  const p = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    const listener = (...args) => {
-      if (pred(...args)) { cleanup(); resolve(args); }
-    };
-    cleanup = () => { clearTimeout(timer); emitter.off(event, listener); };
-    emitter.on(event, listener);
-  });
-  p.cancel = () => cleanup();
-  p.catch(() => {}); // a step may fail before awaiting it: don't crash on an unhandled rejection
-  return p;
-}
+const { clients, finish, step, waitFor } = harness({ label: "jssdk", overallMs: OVERALL_MS, stepMs: STEP_MS, fatalByDefault: false });
 
 async function register(localpart) {
   const anon = sdk.createClient({ baseUrl: HS });

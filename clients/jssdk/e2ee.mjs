@@ -5,6 +5,7 @@
 // HS0 and HS1 must federate with each other. SDK_LOG=debug shows the SDK's and the Rust crypto's logging.
 import * as sdk from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
+import { harness, quietSDK } from "./harness.mjs";
 
 const HS0 = process.env.HS0_URL || "http://127.0.0.1:18118";
 const HS1 = process.env.HS1_URL || "http://127.0.0.1:18119";
@@ -14,74 +15,12 @@ const PASSWORD = "correct-horse-battery-staple";
 const MEGOLM = "m.megolm.v1.aes-sha2";
 const suffix = Math.random().toString(36).slice(2, 8);
 
-// The SDK logs through loglevel; child loggers are created later at DEBUG, so silence them too.
+quietSDK();
 // The Rust crypto's tracing writes straight to console.debug/info/warn/error: silence those as
 // well (this script reports through console.log only).
-const verbose = !!process.env.SDK_LOG;
-const quiet = (l) => {
-  l.setLevel(process.env.SDK_LOG || "silent", false);
-  const getChild = l.getChild.bind(l);
-  l.getChild = (prefix) => quiet(getChild(prefix));
-  return l;
-};
-quiet(logger);
-if (!verbose) for (const k of ["debug", "info", "warn", "error", "trace"]) console[k] = () => {};
+if (!process.env.SDK_LOG) for (const k of ["debug", "info", "warn", "error", "trace"]) console[k] = () => {};
 
-const t0 = Date.now();
-const results = [];
-const clients = [];
-
-function finish(code) {
-  for (const c of clients) c.stopClient();
-  const failed = results.filter((r) => !r.ok);
-  console.log(failed.length === 0
-    ? `PASS: ${results.length} steps in ${Date.now() - t0} ms`
-    : `FAIL: ${failed.length}/${results.length} steps failed: ${failed.map((r) => r.name).join("; ")}`);
-  console.log(`jssdk-e2ee: ${results.length - failed.length} passed, ${failed.length} failed`);
-  process.exit(code ?? (failed.length ? 1 : 0));
-}
-setTimeout(() => {
-  console.log(`FAIL: overall timeout of ${OVERALL_MS / 1000}s exceeded`);
-  results.push({ name: "overall timeout", ok: false });
-  finish(1);
-}, OVERALL_MS).unref?.();
-
-function describe(e) {
-  if (e?.httpStatus !== undefined) {
-    return `${e.message} [status=${e.httpStatus} errcode=${e.errcode ?? "-"} body=${JSON.stringify(e.data)}]`;
-  }
-  return e?.stack || String(e);
-}
-
-// Runs one step. Every step here builds on the previous ones, so by default a failure ends the run.
-async function step(name, fn, { fatal = true } = {}) {
-  const start = Date.now();
-  try {
-    await fn();
-    results.push({ name, ok: true });
-    console.log(`ok   ${name} (${Date.now() - start} ms)`);
-  } catch (e) {
-    results.push({ name, ok: false });
-    console.log(`FAIL ${name} (${Date.now() - start} ms): ${describe(e)}`);
-    if (fatal) finish(1);
-  }
-}
-
-// Resolves when `emitter` emits `event` with args satisfying `pred`; listen before acting.
-function waitFor(emitter, event, pred, what, ms = STEP_MS) {
-  let cleanup;
-  const p = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    const listener = (...args) => {
-      if (pred(...args)) { cleanup(); resolve(args); }
-    };
-    cleanup = () => { clearTimeout(timer); emitter.off(event, listener); };
-    emitter.on(event, listener);
-  });
-  p.cancel = () => cleanup();
-  p.catch(() => {});
-  return p;
-}
+const { clients, finish, step, waitFor } = harness({ label: "jssdk-e2ee", overallMs: OVERALL_MS, stepMs: STEP_MS, fatalByDefault: true });
 
 // Polls `check` (async, returns a truthy value when done) every 200 ms.
 async function poll(check, what, ms = STEP_MS) {
