@@ -124,6 +124,14 @@ func (a *API) Routes(root *mux.Router, authn *auth.Authenticator) {
 
 	h("/v1/event_reports", a.eventReports, "GET")
 	h("/v1/event_reports/{reportId}", a.eventReport, "GET")
+
+	// Repeater's own: how received events reached this server (recorded in
+	// the amateur-radio mode, FCC §97.219).
+	rh := func(path string, fn httputil.Handler) {
+		root.Handle("/_repeater/admin"+path, a.adminOnly(authn, fn)).Methods("GET")
+	}
+	rh("/v1/event_relays/{eventId}", a.eventRelay)
+	rh("/v1/rooms/{roomId}/event_relays", a.roomRelays)
 }
 
 // ClientRoutes registers the client API's admin endpoint on a

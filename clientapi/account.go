@@ -19,6 +19,7 @@ import (
 
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
+	"repeater/internal/part97"
 	"repeater/storage"
 )
 
@@ -33,7 +34,7 @@ func (a *API) validateLocalpart(lp string) error {
 	if len("@"+lp+":"+a.serverName) > 255 {
 		return httputil.Err(400, "M_INVALID_USERNAME", "User ID too long")
 	}
-	return nil
+	return a.policy.CheckUsername(lp)
 }
 
 // uiaSessions tracks user-interactive auth sessions (spec: "User-Interactive
@@ -183,6 +184,9 @@ func (a *API) register(r *http.Request) (any, error) {
 		return nil, httputil.Err(400, "M_WEAK_PASSWORD", "Password too long")
 	}
 	if username == "" {
+		if err := a.policy.CheckUsername(""); err != nil {
+			return nil, err // a callsign is required: no generated names
+		}
 		username = strconv.FormatInt(time.Now().UnixNano(), 36)
 	}
 	if err := a.limiter.Allow("register:" + clientIP(r)); err != nil {
@@ -222,7 +226,11 @@ func (a *API) createAccountAndLogin(r *http.Request, username, password string, 
 	if err != nil {
 		return nil, err
 	}
-	err = a.db.CreateAccount(r.Context(), storage.Account{Localpart: username, PasswordHash: hash, IsAdmin: admin, DisplayName: username})
+	displayName := username
+	if a.policy.On() && part97.ValidCallsign(username) {
+		displayName = strings.ToUpper(username) // callsigns are written in capitals
+	}
+	err = a.db.CreateAccount(r.Context(), storage.Account{Localpart: username, PasswordHash: hash, IsAdmin: admin, DisplayName: displayName})
 	if errors.Is(err, storage.ErrConflict) {
 		return nil, httputil.Err(400, "M_USER_IN_USE", "User ID already taken")
 	}
@@ -232,6 +240,7 @@ func (a *API) createAccountAndLogin(r *http.Request, username, password string, 
 	userID := "@" + username + ":" + a.serverName
 	resp := map[string]any{"user_id": userID, "home_server": a.serverName}
 	if gjson.GetBytes(body, "inhibit_login").Bool() {
+		a.autoJoin(r.Context(), username, displayName)
 		return resp, nil
 	}
 	deviceID := gjson.GetBytes(body, "device_id").Str
@@ -240,6 +249,7 @@ func (a *API) createAccountAndLogin(r *http.Request, username, password string, 
 		return nil, err
 	}
 	resp["access_token"], resp["device_id"] = tok, deviceID
+	a.autoJoin(r.Context(), username, displayName)
 	return resp, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"repeater/internal/auth"
 	"repeater/internal/config"
 	"repeater/internal/httputil"
+	"repeater/internal/part97"
 	"repeater/roomserver"
 	"repeater/storage"
 )
@@ -41,6 +42,7 @@ type API struct {
 	remote     RemoteRooms
 	pushers    PusherWaker
 	pushMu     sync.Mutex // serialises push rule edits (read, change, write)
+	policy     *part97.Policy
 }
 
 // PusherWaker is told when pushers are added or changed, so delivery
@@ -73,8 +75,9 @@ type RemoteRooms interface {
 }
 
 // New constructs the client API.
-func New(cfg *config.Config, db *storage.DB, rs *roomserver.Server, notify UserNotifier, remote RemoteRooms, pushers PusherWaker, log *slog.Logger) *API {
-	return &API{cfg: cfg, serverName: cfg.ServerName, db: db, rs: rs, notify: notify, remote: remote, pushers: pushers, log: log,
+// policy is the amateur-radio mode (nil: off).
+func New(cfg *config.Config, db *storage.DB, rs *roomserver.Server, notify UserNotifier, remote RemoteRooms, pushers PusherWaker, policy *part97.Policy, log *slog.Logger) *API {
+	return &API{cfg: cfg, serverName: cfg.ServerName, db: db, rs: rs, notify: notify, remote: remote, pushers: pushers, log: log, policy: policy,
 		limiter: httputil.NewLimiter(cfg.RateLimits.Enabled, cfg.RateLimits.PerSecond, cfg.RateLimits.Burst)}
 }
 
@@ -115,12 +118,14 @@ var specVersions = []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v
 
 // versions handles GET /_matrix/client/versions.
 func (a *API) versions(r *http.Request) (any, error) {
-	return map[string]any{
-		"versions": specVersions,
-		// Flags clients that predate the stable versions above still look for:
-		// cross-signing (v1.1) and private read receipts (v1.4).
-		"unstable_features": map[string]bool{"org.matrix.e2e_cross_signing": true, "org.matrix.msc2285.stable": true},
-	}, nil
+	// Flags clients that predate the stable versions above still look for:
+	// cross-signing (v1.1) and private read receipts (v1.4).
+	flags := map[string]bool{"org.matrix.e2e_cross_signing": true, "org.matrix.msc2285.stable": true}
+	if a.policy.On() {
+		// An amateur-radio station: no end-to-end encryption here.
+		flags[part97.FeatureFlag] = true
+	}
+	return map[string]any{"versions": specVersions, "unstable_features": flags}, nil
 }
 
 // capabilities handles GET /capabilities.
@@ -145,7 +150,14 @@ func (a *API) wellKnown(r *http.Request) (any, error) {
 	if base == "" {
 		base = "http://" + a.serverName
 	}
-	return map[string]any{"m.homeserver": map[string]any{"base_url": base}}, nil
+	wk := map[string]any{"m.homeserver": map[string]any{"base_url": base}}
+	if a.policy.On() {
+		// Element's setting: new rooms unencrypted, and the option to
+		// encrypt hidden (FCC Part 97 forbids encryption on the air).
+		wk["io.element.e2ee"] = map[string]any{"default": false, "force_disable": true}
+		wk[part97.FeatureFlag] = map[string]any{"callsign": a.policy.Callsign}
+	}
+	return wk, nil
 }
 
 // Account data.

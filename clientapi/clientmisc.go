@@ -29,15 +29,29 @@ func (a *API) miscRoutes(c *mux.Router, authn *auth.Authenticator) {
 	authed := func(h httputil.Handler) http.Handler { return authn.Require(j(h)) }
 	guestOK := func(h httputil.Handler) http.Handler { return authn.AllowGuests(j(h)) }
 
-	c.Handle("/room_keys/version", authed(a.createBackup)).Methods("POST")
-	c.Handle("/room_keys/version", authed(a.getBackup)).Methods("GET")
-	c.Handle("/room_keys/version/{version}", authed(a.getBackup)).Methods("GET")
-	c.Handle("/room_keys/version/{version}", authed(a.putBackup)).Methods("PUT")
-	c.Handle("/room_keys/version/{version}", authed(a.deleteBackup)).Methods("DELETE")
+	// Key backup holds only encrypted room keys: in the amateur-radio mode
+	// there is none to read (404, so clients see "no backup") and none may
+	// be made or filled (403).
+	backup := func(h httputil.Handler, write bool) http.Handler {
+		return authed(func(r *http.Request) (any, error) {
+			if err := a.policy.CheckKeyBackup(); err != nil {
+				if !write {
+					return nil, httputil.NotFound("No key backup: this amateur-radio node carries no encrypted messages (FCC Part 97)")
+				}
+				return nil, err
+			}
+			return h(r)
+		})
+	}
+	c.Handle("/room_keys/version", backup(a.createBackup, true)).Methods("POST")
+	c.Handle("/room_keys/version", backup(a.getBackup, false)).Methods("GET")
+	c.Handle("/room_keys/version/{version}", backup(a.getBackup, false)).Methods("GET")
+	c.Handle("/room_keys/version/{version}", backup(a.putBackup, true)).Methods("PUT")
+	c.Handle("/room_keys/version/{version}", backup(a.deleteBackup, true)).Methods("DELETE")
 	for _, p := range []string{"/room_keys/keys", "/room_keys/keys/{roomId}", "/room_keys/keys/{roomId}/{sessionId}"} {
-		c.Handle(p, authed(a.getBackupKeys)).Methods("GET")
-		c.Handle(p, authed(a.putBackupKeys)).Methods("PUT")
-		c.Handle(p, authed(a.deleteBackupKeys)).Methods("DELETE")
+		c.Handle(p, backup(a.getBackupKeys, false)).Methods("GET")
+		c.Handle(p, backup(a.putBackupKeys, true)).Methods("PUT")
+		c.Handle(p, backup(a.deleteBackupKeys, true)).Methods("DELETE")
 	}
 
 	c.Handle("/voip/turnServer", guestOK(a.turnServer)).Methods("GET")

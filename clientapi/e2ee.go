@@ -393,6 +393,9 @@ func parseStreamToken(s string) (int64, bool) {
 func (a *API) sendToDevice(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())
 	v := vars(r)
+	if err := a.policy.CheckToDevice(v["eventType"]); err != nil {
+		return nil, err
+	}
 	body, err := httputil.ReadBody(r, httputil.MaxBody, false)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
+	"repeater/internal/part97"
 	"repeater/roomserver"
 	"repeater/storage"
 )
@@ -58,6 +59,21 @@ func (a *API) createRoom(r *http.Request) (any, error) {
 			return nil, httputil.Err(400, "M_ROOM_IN_USE", "Room alias already taken")
 		}
 	}
+	// Amateur-radio mode: Element and Cinny ask for encryption in every
+	// private room by default. The room is made without it (FCC Part 97,
+	// §97.113(a)(4)), and the answer says so.
+	encryptionRemoved := false
+	if a.policy.On() {
+		kept := req.InitialState[:0]
+		for _, ev := range req.InitialState {
+			if a.policy.CheckEvent(ev.Type, ev.Content) != nil {
+				encryptionRemoved = true
+				continue
+			}
+			kept = append(kept, ev)
+		}
+		req.InitialState = kept
+	}
 	roomID, err := a.rs.CreateRoom(r.Context(), d.UserID, a.profileOf(r, d.Localpart), &req, alias)
 	if err != nil {
 		return nil, err
@@ -70,6 +86,10 @@ func (a *API) createRoom(r *http.Request) (any, error) {
 	resp := map[string]any{"room_id": roomID}
 	if alias != "" {
 		resp["room_alias"] = alias
+	}
+	if encryptionRemoved {
+		resp[part97.FeatureFlag] = map[string]any{"encryption_removed": true,
+			"reason": "This amateur-radio node carries no encrypted messages (FCC Part 97, §97.113(a)(4)): the room was created without encryption."}
 	}
 	return resp, nil
 }

@@ -73,16 +73,18 @@ func (a *API) Backfill(ctx context.Context, roomID string, beforeDepth int64, li
 	var lastErr error
 	var best []gomatrixserverlib.PDU
 	bestSrv, bestStripped := "", -1
+	bestCtx := ctx
 	for _, srv := range servers {
 		if srv == string(a.serverName) {
 			continue
 		}
-		txn, err := a.client.Backfill(ctx, a.serverName, spec.ServerName(srv), roomID, limit, from)
+		sctx := a.from(ctx, spec.ServerName(srv))
+		txn, err := a.client.Backfill(sctx, a.serverName, spec.ServerName(srv), roomID, limit, from)
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		pdus := a.parseAndVerifyAll(ctx, ver, roomID, txn.PDUs)
+		pdus := a.parseAndVerifyAll(sctx, ver, roomID, txn.PDUs)
 		if len(pdus) == 0 {
 			continue
 		}
@@ -93,7 +95,7 @@ func (a *API) Backfill(ctx context.Context, roomID string, beforeDepth int64, li
 			}
 		}
 		if bestStripped < 0 || stripped < bestStripped || (stripped == bestStripped && len(pdus) > len(best)) {
-			best, bestSrv, bestStripped = pdus, srv, stripped
+			best, bestSrv, bestStripped, bestCtx = pdus, srv, stripped, sctx
 		}
 		if stripped == 0 {
 			break
@@ -133,8 +135,8 @@ func (a *API) Backfill(ctx context.Context, roomID string, beforeDepth int64, li
 		}
 	}
 	if len(best) > 0 {
-		n, err := a.rs.StoreBackfilled(ctx, roomID, best, func(ids []string) []gomatrixserverlib.PDU {
-			got, _ := a.missingAuth(ctx, spec.ServerName(bestSrv), roomID)(ver, ids)
+		n, err := a.rs.StoreBackfilled(bestCtx, roomID, best, func(ids []string) []gomatrixserverlib.PDU {
+			got, _ := a.missingAuth(bestCtx, spec.ServerName(bestSrv), roomID)(ver, ids)
 			return got
 		})
 		if err != nil {

@@ -24,6 +24,7 @@ import (
 
 	"repeater/internal/config"
 	"repeater/internal/httputil"
+	"repeater/internal/part97"
 	"repeater/roomserver"
 	"repeater/storage"
 )
@@ -58,15 +59,19 @@ type API struct {
 	version    string
 
 	client  fclient.FederationClient
+	tr      *transport
 	keyRing *gomatrixserverlib.KeyRing
 	// verifier checks signatures on events and requests: the key ring, or
 	// (the amateur-radio mode's seam) a verifier wrapping it that trusts
 	// configured mesh peers without signatures.
 	verifier gomatrixserverlib.JSONVerifier
+	policy   *part97.Policy
 	Sender   *Sender
 	bf       backfillState
 	runCtx   context.Context // for background work (full backfill)
 	dl       deviceLists     // remote device lists (devicelists.go)
+	// replicaPoke asks the mesh room keeper for a round now (replica.go).
+	replicaPoke chan struct{}
 }
 
 // Deps are what the federation API is built from.
@@ -79,6 +84,10 @@ type Deps struct {
 	Version    string // ours, for /version
 	// Verifier, if set, wraps the key ring as the signature checker.
 	Verifier func(keyRing gomatrixserverlib.JSONVerifier) gomatrixserverlib.JSONVerifier
+	// Policy is the amateur-radio mode (nil: off): plain-HTTP peers only,
+	// unsigned events and requests from trusted peers, and (with its
+	// unsigned option) none signed by us.
+	Policy *part97.Policy
 }
 
 // New builds the federation client, key ring and sender. The roomserver and
@@ -93,10 +102,11 @@ func New(d Deps) (*API, error) {
 		return nil, err
 	}
 	name := spec.ServerName(d.Config.ServerName)
+	tr.mesh, tr.unsigned, tr.origin = d.Policy.On(), d.Policy.Unsigned(), string(name)
 	client := fclient.NewFederationClient(
 		[]*fclient.SigningIdentity{{ServerName: name, KeyID: d.KeyID, PrivateKey: d.PrivateKey}},
 		fclient.WithTransport(tr), fclient.WithTimeout(60*time.Second))
-	a := &API{cfg: d.Config, serverName: name, keyID: d.KeyID, privateKey: d.PrivateKey,
+	a := &API{cfg: d.Config, serverName: name, tr: tr, replicaPoke: make(chan struct{}, 1), keyID: d.KeyID, privateKey: d.PrivateKey,
 		publicKey: d.PrivateKey.Public().(ed25519.PublicKey), db: d.DB, log: d.Log, client: client, version: d.Version}
 	fetchers := []gomatrixserverlib.KeyFetcher{&gomatrixserverlib.DirectKeyFetcher{
 		Client:            client,
@@ -118,6 +128,10 @@ func New(d Deps) (*API, error) {
 	if d.Verifier != nil {
 		a.verifier = d.Verifier(a.keyRing)
 	}
+	a.policy = d.Policy
+	if d.Policy.On() {
+		a.verifier = meshVerifier{next: a.verifier, policy: d.Policy}
+	}
 	a.oldKeys = map[gomatrixserverlib.KeyID]gomatrixserverlib.OldVerifyKey{}
 	for _, k := range d.Config.Federation.OldVerifyKeys {
 		if b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(k.PublicKey, "=")); err == nil {
@@ -127,6 +141,17 @@ func New(d Deps) (*API, error) {
 	}
 	a.Sender = newSender(a)
 	return a, nil
+}
+
+// AddPeer maps a server name to a base URL, as federation.peers does (for
+// peers discovered on a mesh), and retries what is queued for it now.
+func (a *API) AddPeer(name, baseURL string) error {
+	if err := a.tr.AddPeer(name, baseURL); err != nil {
+		return err
+	}
+	a.Sender.wake(name)
+	a.pokeReplicas()
+	return nil
 }
 
 // Attach connects the roomserver and the EDU receiver.
@@ -153,31 +178,16 @@ const maxRequestBody = 16 << 20
 // fedHandler is a handler of an authenticated federation request.
 type fedHandler func(r *http.Request, origin spec.ServerName, body []byte) (any, error)
 
-// authed verifies the request's X-Matrix signature (spec: "Request
-// Authentication") and runs h with the origin and body.
+// authed verifies the request (verifyRequest) and runs h with the origin
+// and body.
 func (a *API) authed(h fedHandler) http.Handler {
 	return httputil.JSON(a.log, func(r *http.Request) (any, error) {
-		r.Body = http.MaxBytesReader(nil, r.Body, maxRequestBody)
-		fr, resp := fclient.VerifyHTTPRequest(r, time.Now(), a.serverName, a.isLocal, a.verifier)
-		if fr == nil {
-			msg := "Invalid request signature"
-			if m, ok := resp.JSON.(map[string]any); ok {
-				if s, ok := m["message"].(string); ok {
-					msg = s
-				}
-			} else if m, ok := resp.JSON.(struct {
-				Message string `json:"message"`
-			}); ok {
-				msg = m.Message
-			}
-			if resp.Code == 400 {
-				return nil, httputil.Err(400, "M_BAD_JSON", msg)
-			}
-			return nil, httputil.Err(401, "M_UNAUTHORIZED", msg)
+		vr, origin, body, err := a.verifyRequest(r)
+		if err != nil {
+			return nil, err
 		}
-		origin := fr.Origin()
 		// Traffic from a server is a sign it is back: retry its queue now.
 		a.Sender.wake(string(origin))
-		return h(r, origin, fr.Content())
+		return h(vr, origin, body)
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"repeater/internal/httputil"
+	"repeater/internal/part97"
 	"repeater/roomserver"
 	"repeater/storage"
 )
@@ -193,6 +194,7 @@ func (a *API) JoinRemote(ctx context.Context, roomID, userID string, servers []s
 }
 
 func (a *API) joinVia(ctx context.Context, srv spec.ServerName, roomID, userID string, content map[string]any) (*storage.Event, error) {
+	ctx = a.from(ctx, srv)
 	mj, err := a.client.MakeJoin(ctx, a.serverName, srv, roomID, userID)
 	if err != nil {
 		return nil, remoteErr("make_join", err)
@@ -230,8 +232,7 @@ func (a *API) joinVia(ctx context.Context, srv spec.ServerName, roomID, userID s
 	}
 	pe.Content = raw
 	pe.Version = impl
-	eb := impl.NewEventBuilderFromProtoEvent(&pe)
-	join, err := eb.Build(time.Now(), a.serverName, a.keyID, a.privateKey)
+	join, err := a.build(impl, &pe)
 	if err != nil {
 		return nil, fmt.Errorf("building join: %w", err)
 	}
@@ -254,8 +255,12 @@ func (a *API) joinVia(ctx context.Context, srv spec.ServerName, roomID, userID s
 	}
 	state := checked.GetStateEvents().TrustedEvents(ver, false)
 	chain := checked.GetAuthEvents().TrustedEvents(ver, false)
-	// The room is what its create event says it is.
+	// The room is what its create event says it is; an amateur-radio
+	// station does not join an encrypted room.
 	for _, p := range state {
+		if err := a.policy.CheckEvent(p.Type(), p.Content()); err != nil {
+			return nil, err
+		}
 		if p.Type() == spec.MRoomCreate && p.StateKey() != nil && *p.StateKey() == "" {
 			cv := gjson.GetBytes(p.Content(), "room_version").Str
 			if cv == "" {
@@ -277,6 +282,9 @@ func (a *API) joinVia(ctx context.Context, srv spec.ServerName, roomID, userID s
 
 // missingAuth fetches auth events a response lacks from the server that sent it.
 func (a *API) missingAuth(ctx context.Context, srv spec.ServerName, roomID string) gomatrixserverlib.EventProvider {
+	if r := part97.RelayFrom(ctx); r == nil || r.Server != string(srv) {
+		ctx = a.from(ctx, srv)
+	}
 	return func(ver gomatrixserverlib.RoomVersion, ids []string) ([]gomatrixserverlib.PDU, error) {
 		impl, err := gomatrixserverlib.GetRoomVersion(ver)
 		if err != nil {
@@ -389,7 +397,7 @@ func (a *API) KnockRemote(ctx context.Context, roomID, userID string, servers []
 		}
 		pe.Content, _ = json.Marshal(c)
 		pe.Version = impl
-		knock, err := impl.NewEventBuilderFromProtoEvent(&pe).Build(time.Now(), a.serverName, a.keyID, a.privateKey)
+		knock, err := a.build(impl, &pe)
 		if err != nil {
 			lastErr = err
 			continue

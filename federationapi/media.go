@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -22,24 +21,13 @@ import (
 // (media, whose answers are not JSON).
 func (a *API) ServerAuth(h func(w http.ResponseWriter, r *http.Request, origin string)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(nil, r.Body, maxRequestBody)
-		fr, resp := fclient.VerifyHTTPRequest(r, time.Now(), a.serverName, a.isLocal, a.verifier)
-		if fr == nil {
-			msg := "Invalid request signature"
-			if m, ok := resp.JSON.(struct {
-				Message string `json:"message"`
-			}); ok && m.Message != "" {
-				msg = m.Message
-			}
-			code, status := "M_UNAUTHORIZED", http.StatusUnauthorized
-			if resp.Code == http.StatusBadRequest {
-				code, status = "M_BAD_JSON", http.StatusBadRequest
-			}
-			httputil.WriteError(w, r, a.log, httputil.Err(status, code, msg))
+		vr, origin, _, err := a.verifyRequest(r)
+		if err != nil {
+			httputil.WriteError(w, r, a.log, err)
 			return
 		}
-		a.Sender.wake(string(fr.Origin()))
-		h(w, r, string(fr.Origin()))
+		a.Sender.wake(string(origin))
+		h(w, vr, string(origin))
 	})
 }
 
@@ -51,15 +39,11 @@ type MediaFetcher struct {
 }
 
 // NewMediaFetcher returns the media API's client of other servers. It has
-// its own connections and no overall timeout (a large file on a slow link
+// the federation transport and no overall timeout (a large file on a slow link
 // takes long; the caller's context bounds it), and follows no redirects
 // itself.
 func NewMediaFetcher(a *API) (*MediaFetcher, error) {
-	fc := a.cfg.Federation
-	tr, err := newTransport(fc.Peers, fc.SkipTLSVerify, fc.AllowPrivatePeers, fc.AllowNetworks, fc.DenyNetworks)
-	if err != nil {
-		return nil, err
-	}
+	tr := a.tr
 	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &MediaFetcher{
 		a:   a,

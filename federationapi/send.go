@@ -128,6 +128,11 @@ func (a *API) parseAndVerify(ctx context.Context, ver gomatrixserverlib.RoomVers
 	if err != nil {
 		return nil, err
 	}
+	// Amateur-radio mode: what would be refused from a local client is
+	// refused from a peer (nothing encrypted is stored or relayed).
+	if err := a.policy.CheckEvent(pdu.Type(), pdu.Content()); err != nil {
+		return pdu, err
+	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, a.verifier, roomserver.UserIDForSender); err != nil {
 		return pdu, err
 	}
@@ -334,7 +339,7 @@ func (a *API) receiveEDU(origin spec.ServerName, edu gjson.Result) {
 		})
 	case "m.direct_to_device":
 		sender := content.Get("sender").Str
-		if !fromOrigin(sender) {
+		if !fromOrigin(sender) || a.policy.CheckToDevice(content.Get("type").Str) != nil {
 			return
 		}
 		content.Get("messages").ForEach(func(user, devs gjson.Result) bool {

@@ -25,11 +25,12 @@ import (
 // up to maxBackoff; any request from the destination wakes its queue at
 // once.
 type Sender struct {
-	a    *API
-	ctx  context.Context
-	mu   sync.Mutex
-	dest map[string]*destination
-	wg   sync.WaitGroup
+	a          *API
+	maxBackoff time.Duration
+	ctx        context.Context
+	mu         sync.Mutex
+	dest       map[string]*destination
+	wg         sync.WaitGroup
 }
 
 type destination struct {
@@ -56,10 +57,18 @@ const (
 const (
 	minBackoff = 2 * time.Second
 	maxBackoff = 5 * time.Minute
+	// meshMaxBackoff caps retries on an amateur-radio mesh: few peers,
+	// links that come and go, and a returning link must bring its missed
+	// events within a minute. A failed try costs one TCP connect.
+	meshMaxBackoff = 20 * time.Second
 )
 
 func newSender(a *API) *Sender {
-	return &Sender{a: a, dest: map[string]*destination{}}
+	s := &Sender{a: a, dest: map[string]*destination{}, maxBackoff: maxBackoff}
+	if a.policy.On() {
+		s.maxBackoff = meshMaxBackoff
+	}
+	return s
 }
 
 // run starts a worker for every destination with queued items and keeps
@@ -160,7 +169,7 @@ func (s *Sender) worker(ctx context.Context, d *destination) {
 				}
 			}
 		}
-		d.backoff = min(max(d.backoff*2, minBackoff), maxBackoff)
+		d.backoff = min(max(d.backoff*2, minBackoff), s.maxBackoff)
 		wait := d.backoff/2 + time.Duration(rand.Int64N(int64(d.backoff/2)+1))
 		s.a.log.Info("federation delivery failed; will retry", "destination", d.name, "retry_in", wait.Round(time.Millisecond), "err", err)
 		t := time.NewTimer(wait)

@@ -72,7 +72,8 @@ func keepsOrigin(impl gomatrixserverlib.IRoomVersion) bool {
 	return keep
 }
 
-// fastBuild builds and signs the event; content must be canonical JSON
+// fastBuild builds and signs the event (with a nil key, leaves it
+// unsigned); content must be canonical JSON
 // (see gomatrixserverlib.EnforcedCanonicalJSON). It returns the event JSON
 // and its ID, or ok=false if a field is not canonical-safe.
 func fastBuild(impl gomatrixserverlib.IRoomVersion, pe *gomatrixserverlib.ProtoEvent, authIDs []string, content []byte,
@@ -141,7 +142,10 @@ func fastBuild(impl gomatrixserverlib.IRoomVersion, pe *gomatrixserverlib.ProtoE
 	// Redacted form (content {}): signed, and hashed for the event ID.
 	buf = write(buf[:0], []byte("{}"), contentHash[:], keepsOrigin(impl), nil)
 	ref := sha256.Sum256(buf)
-	sig := ed25519.Sign(key, buf)
+	var sig []byte
+	if key != nil { // nil: an unsigned event (part97's unsigned option)
+		sig = ed25519.Sign(key, buf)
+	}
 	eventJSON = write(make([]byte, 0, size), content, contentHash[:], true, sig)
 	return eventJSON, "$" + base64.RawURLEncoding.EncodeToString(ref[:]), true
 }

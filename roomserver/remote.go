@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"repeater/internal/httputil"
+	"repeater/internal/part97"
 	"repeater/storage"
 )
 
@@ -408,11 +409,8 @@ func (s *Server) InputRemote(ctx context.Context, pdu gomatrixserverlib.PDU) (*I
 // input is ordered by the room lock and written synchronously: the
 // in-memory head moves only once the event is durable.
 func (s *Server) storeRemote(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, prevByID map[string]*storage.Event, stateBefore storage.StateMap, rejectErr error) (*InputResult, error) {
-	e := &storage.Event{
-		EventID: pdu.EventID(), RoomID: r.id, Type: pdu.Type(), StateKey: pdu.StateKey(),
-		Sender: string(pdu.SenderID()), Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()),
-		JSON: pdu.JSON(), Rejected: rejectErr != nil,
-	}
+	e := received(ctx, pdu, r.id)
+	e.Rejected = rejectErr != nil
 	// With one prev event the state before is its snapshot.
 	var parentSnap int64
 	if len(prevByID) == 1 {
@@ -733,9 +731,8 @@ func (s *Server) ImportJoin(ctx context.Context, ver gomatrixserverlib.RoomVersi
 			idToNID[id] = nid
 		}
 		for i, pdu := range fresh {
-			oe := &storage.Event{EventID: pdu.EventID(), RoomID: roomID, Type: pdu.Type(), StateKey: pdu.StateKey(),
-				Sender: string(pdu.SenderID()), Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()),
-				JSON: pdu.JSON(), Outlier: true, StreamPos: nids[i]}
+			oe := received(ctx, pdu, roomID)
+			oe.Outlier, oe.StreamPos = true, nids[i]
 			if err := tx.InsertEvent(ctx, oe); err != nil {
 				return err
 			}
@@ -762,9 +759,8 @@ func (s *Server) ImportJoin(ctx context.Context, ver gomatrixserverlib.RoomVersi
 		if err := tx.NewSnapshot(ctx, p[2], roomID, p[1], after, storage.StateMap{key: p[0]}); err != nil {
 			return err
 		}
-		joinEv = storage.Event{EventID: join.EventID(), RoomID: roomID, Type: join.Type(), StateKey: join.StateKey(),
-			Sender: string(join.SenderID()), Depth: join.Depth(), OriginTS: int64(join.OriginServerTS()), JSON: join.JSON(),
-			StreamPos: p[0], BeforeSnapshot: p[1], AfterSnapshot: p[2], ReplacesNID: before[key]}
+		joinEv = *received(ctx, join, roomID)
+		joinEv.StreamPos, joinEv.BeforeSnapshot, joinEv.AfterSnapshot, joinEv.ReplacesNID = p[0], p[1], p[2], before[key]
 		if err := tx.InsertEvent(ctx, &joinEv); err != nil {
 			return err
 		}
@@ -933,8 +929,7 @@ func (s *Server) Extremities(ctx context.Context, roomID string) ([]string, erro
 // the inviting server sent it (JSON array).
 func (s *Server) RemoteMembership(ctx context.Context, ver gomatrixserverlib.RoomVersion, pdu gomatrixserverlib.PDU, stripped []byte) (*storage.Event, error) {
 	m, _ := pdu.Membership()
-	e := &storage.Event{EventID: pdu.EventID(), RoomID: pdu.RoomID().String(), Type: pdu.Type(), StateKey: pdu.StateKey(),
-		Sender: string(pdu.SenderID()), Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()), JSON: pdu.JSON()}
+	e := received(ctx, pdu, pdu.RoomID().String())
 	target := *pdu.StateKey()
 	err := s.db.StoreRemoteInvite(ctx, e, string(ver), stripped, m, func(pos int64) {
 		if s.notify != nil {
@@ -1073,9 +1068,8 @@ func (s *Server) StoreBackfilled(ctx context.Context, roomID string, pdus []goma
 		}
 		n := 0
 		for _, p := range fetched {
-			oe := &storage.Event{EventID: p.EventID(), RoomID: roomID, Type: p.Type(), StateKey: p.StateKey(),
-				Sender: string(p.SenderID()), Depth: p.Depth(), OriginTS: int64(p.OriginServerTS()),
-				JSON: p.JSON(), Outlier: true, StreamPos: nids[n]}
+			oe := received(ctx, p, roomID)
+			oe.Outlier, oe.StreamPos = true, nids[n]
 			n++
 			if err := tx.InsertEvent(ctx, oe); err != nil {
 				return err
@@ -1096,9 +1090,8 @@ func (s *Server) StoreBackfilled(ctx context.Context, roomID string, pdus []goma
 					return err
 				}
 			} else {
-				e := &storage.Event{EventID: p.EventID(), RoomID: roomID, Type: p.Type(), StateKey: p.StateKey(),
-					Sender: string(p.SenderID()), Depth: p.Depth(), OriginTS: int64(p.OriginServerTS()),
-					JSON: p.JSON(), Rejected: it.rejected, StreamPos: nids[n]}
+				e := received(ctx, p, roomID)
+				e.Rejected, e.StreamPos = it.rejected, nids[n]
 				n++
 				if err := tx.InsertEvent(ctx, e); err != nil {
 					return err
@@ -1232,9 +1225,8 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 			idToNID[id] = nid
 		}
 		for i, f := range fresh {
-			oe := &storage.Event{EventID: f.EventID(), RoomID: roomID, Type: f.Type(), StateKey: f.StateKey(),
-				Sender: string(f.SenderID()), Depth: f.Depth(), OriginTS: int64(f.OriginServerTS()),
-				JSON: f.JSON(), Outlier: true, StreamPos: nids[i], Rejected: rejected[f.EventID()]}
+			oe := received(ctx, f, roomID)
+			oe.Outlier, oe.StreamPos, oe.Rejected = true, nids[i], rejected[f.EventID()]
 			if err := tx.InsertEvent(ctx, oe); err != nil {
 				return err
 			}
@@ -1297,9 +1289,9 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 		if err := tx.AddGaps(ctx, roomID, []storage.Gap{{EventID: ev.EventID(), Depth: ev.Depth() + 1}}); err != nil {
 			return err
 		}
-		return tx.InsertEvent(ctx, &storage.Event{EventID: ev.EventID(), RoomID: roomID, Type: ev.Type(), StateKey: ev.StateKey(),
-			Sender: string(ev.SenderID()), Depth: ev.Depth(), OriginTS: int64(ev.OriginServerTS()), JSON: ev.JSON(),
-			Outlier: true, Rejected: evRejected, StreamPos: evNID, BeforeSnapshot: p[0], AfterSnapshot: afterSnap})
+		e := received(ctx, ev, roomID)
+		e.Outlier, e.Rejected, e.StreamPos, e.BeforeSnapshot, e.AfterSnapshot = true, evRejected, evNID, p[0], afterSnap
+		return tx.InsertEvent(ctx, e)
 	}, nil)
 	if pos == nil {
 		return <-done
@@ -1405,4 +1397,16 @@ func (s *Server) membersOf(ctx context.Context, userID string, rooms []string) [
 // joined rooms (a sync).
 func (s *Server) MembersOfRooms(ctx context.Context, userID string, rooms []string) []string {
 	return s.membersOf(ctx, userID, rooms)
+}
+
+// received is the stored form of an event from another server, with the
+// peer that relayed it when the context names one (the amateur-radio mode
+// records it: FCC §97.219).
+func received(ctx context.Context, p gomatrixserverlib.PDU, roomID string) *storage.Event {
+	e := &storage.Event{EventID: p.EventID(), RoomID: roomID, Type: p.Type(), StateKey: p.StateKey(),
+		Sender: string(p.SenderID()), Depth: p.Depth(), OriginTS: int64(p.OriginServerTS()), JSON: p.JSON()}
+	if rel := part97.RelayFrom(ctx); rel != nil {
+		e.RelayServer, e.RelayAddr = rel.Server, rel.Addr()
+	}
+	return e
 }

@@ -20,6 +20,7 @@ import (
 
 	"repeater/internal/httputil"
 	"repeater/internal/lru"
+	"repeater/internal/part97"
 	"repeater/storage"
 )
 
@@ -44,6 +45,9 @@ type Config struct {
 	// Inviter, if set, has a remote invitee's server sign an invite
 	// before it is stored.
 	Inviter Inviter
+	// Policy is the amateur-radio mode (nil: off): events it refuses are
+	// not built, and with its unsigned option ours carry no signatures.
+	Policy *part97.Policy
 }
 
 // Inviter sends an invite to the invitee's server and returns the event
@@ -224,6 +228,9 @@ func (s *Server) buildAndStore(ctx context.Context, r *room, sender, evType stri
 	if len(raw) > 65536-1024 {
 		return nil, nil, httputil.Err(413, "M_TOO_LARGE", "Event too large")
 	}
+	if err := s.cfg.Policy.CheckEvent(evType, raw); err != nil {
+		return nil, nil, err
+	}
 	prev := r.extremities
 	if len(prev) > 20 {
 		prev = prev[:20]
@@ -286,7 +293,11 @@ func (s *Server) build(impl gomatrixserverlib.IRoomVersion, pe *gomatrixserverli
 		if err != nil {
 			return nil, httputil.BadJSON(err.Error())
 		}
-		if js, id, ok := fastBuild(impl, pe, authIDs, canonical, now, s.cfg.ServerName, s.cfg.KeyID, s.cfg.PrivateKey); ok {
+		key := s.cfg.PrivateKey
+		if s.cfg.Policy.Unsigned() {
+			key = nil // no signatures (part97 unsigned option)
+		}
+		if js, id, ok := fastBuild(impl, pe, authIDs, canonical, now, s.cfg.ServerName, s.cfg.KeyID, key); ok {
 			pdu, err := impl.NewEventFromTrustedJSONWithEventID(id, js, false)
 			if err == nil {
 				err = gomatrixserverlib.CheckFields(pdu)
@@ -301,7 +312,7 @@ func (s *Server) build(impl gomatrixserverlib.IRoomVersion, pe *gomatrixserverli
 	if err != nil {
 		return nil, httputil.BadJSON(err.Error())
 	}
-	return pdu, nil
+	return s.cfg.Policy.Finish(pdu)
 }
 
 // errStaleHead fails writes built on an in-memory head that was discarded.

@@ -429,6 +429,7 @@ func (db *DB) PurgeRoom(ctx context.Context, roomID string) error {
 			`DELETE FROM state_snapshot_entries WHERE snapshot_id IN (SELECT snapshot_id FROM state_snapshots WHERE room_id = $1)`,
 			`DELETE FROM state_snapshots WHERE room_id = $1`,
 			`DELETE FROM event_relations WHERE room_id = $1`,
+			`DELETE FROM event_relays WHERE room_id = $1`,
 			`DELETE FROM threads WHERE room_id = $1`,
 			`DELETE FROM events WHERE room_id = $1`,
 			`DELETE FROM current_state WHERE room_id = $1`,
@@ -582,6 +583,7 @@ func (tx *Tx) purgeEvents(ctx context.Context, roomID string, nids, ids []any) e
 	}{
 		{`DELETE FROM threads WHERE room_id = $1 AND root_id IN (` + in + `)`, ids},
 		{`DELETE FROM notifications WHERE room_id = $1 AND event_id IN (` + in + `)`, ids},
+		{`DELETE FROM event_relays WHERE room_id = $1 AND event_id IN (` + in + `)`, ids},
 		{`DELETE FROM event_search WHERE ` + tx.db.searchCol() + ` IN (` + inList(1, len(nids)) + `)`, nil},
 		{`DELETE FROM federation_outbox WHERE event_nid IN (` + inList(1, len(nids)) + `)`, nil},
 		{`DELETE FROM events WHERE stream_pos IN (` + inList(1, len(nids)) + `)`, nil},

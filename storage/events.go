@@ -27,6 +27,11 @@ type Event struct {
 	TxnID          string
 	TxnDevice      string
 	JSON           []byte
+	// RelayServer and RelayAddr are the peer that relayed a received
+	// event, recorded in the amateur-radio mode (event_relays); empty
+	// otherwise and when read back.
+	RelayServer string
+	RelayAddr   string
 }
 
 // IsState reports whether the event is a state event.
@@ -67,6 +72,9 @@ func (tx *Tx) InsertEvent(ctx context.Context, e *Event) error {
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		e.StreamPos, e.EventID, e.RoomID, e.Type, sk, e.Sender, e.Depth, e.OriginTS, e.BeforeSnapshot, e.AfterSnapshot,
 		e.ReplacesNID, b2i(e.Rejected), nullStr(e.TxnID), nullStr(e.TxnDevice), string(e.JSON), b2i(e.Outlier))
+	if err == nil && e.RelayServer != "" {
+		err = tx.recordRelay(ctx, e)
+	}
 	if err != nil || e.Rejected || e.Outlier {
 		return err
 	}

@@ -107,7 +107,11 @@ func openConsole(path string, out, stderr io.Writer) (*console, error) {
 		ServerName: spec.ServerName(cfg.ServerName), KeyID: key.KeyID, PrivateKey: key.PrivateKey,
 		DefaultVersion: gomatrixserverlib.RoomVersion(cfg.DefaultRoomVersion), Outbound: nopOutbound{},
 	}, db, nil, log)
-	capi := clientapi.New(cfg, db, rs, nopNotifier{}, nil, nil, log)
+	policy, err := part97Policy(cfg)
+	if err != nil {
+		return nil, err
+	}
+	capi := clientapi.New(cfg, db, rs, nopNotifier{}, nil, nil, policy, log)
 	admin := adminapi.New(adminapi.Deps{Config: cfg, DB: db, Rooms: rs, Accounts: capi, Log: log, Version: version})
 	return &console{cfg: cfg, db: db, rs: rs, admin: admin, out: out}, nil
 }

@@ -9,6 +9,7 @@
 //	repeater rooms ...            list, delete
 //	repeater server-notice ...    send a server notice to a user or everyone
 //	repeater purge-history ...    delete a room's old messages
+//	repeater mesh-service         the service line to advertise on an AREDN node
 //	repeater version
 //
 // The administration commands (admin.go) work on the config's database
@@ -61,13 +62,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return cmdServerNotice(args[1:], stdout, stderr)
 		case "purge-history":
 			return cmdPurgeHistory(args[1:], stdout, stderr)
+		case "mesh-service":
+			return cmdMeshService(args[1:], stdout, stderr)
 		case "version":
 			fmt.Fprintln(stdout, "repeater", version)
 			return 0
 		case "run":
 			args = args[1:]
 		default:
-			fmt.Fprintf(stderr, "repeater: unknown command %q (want run, generate-config, create-account, set-admin, users, rooms, server-notice, purge-history or version)\n", args[0])
+			fmt.Fprintf(stderr, "repeater: unknown command %q (want run, generate-config, create-account, set-admin, users, rooms, server-notice, purge-history, mesh-service or version)\n", args[0])
 			return 2
 		}
 	}
@@ -94,8 +97,21 @@ func cmdGenerateConfig(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.SharedSecret, "registration-shared-secret", "", "enable shared-secret registration with this secret")
 	fs.BoolVar(&o.TestNetwork, "test-network", false, "for sytest and local test networks: open registration, guests, no rate limits, cheap password hashing, a self-signed TLS pair (served with --tls-listen), peers' certificates not verified, private peers allowed")
 	fs.Var(&asFiles, "app-service-config", "application service registration file (repeatable)")
+	fs.BoolVar(&o.Part97, "part97", false, "an amateur-radio mesh node (FCC Part 97): no TLS or encryption, callsign user names, mesh peers (needs --callsign; see docs/MESH.md)")
+	fs.StringVar(&o.Callsign, "callsign", "", "the station's callsign (with --part97)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	serverNameSet := false
+	fs.Visit(func(f *flag.Flag) { serverNameSet = serverNameSet || f.Name == "server-name" })
+	if o.Part97 {
+		if err := checkCallsignFlag(o.Callsign); err != nil {
+			fmt.Fprintln(stderr, "repeater: generate-config:", err)
+			return 2
+		}
+		if !serverNameSet {
+			o.ServerName = "" // the host's *.local.mesh name
+		}
 	}
 	o.AppServiceFiles = asFiles
 	path, err := config.Generate(o)
@@ -156,14 +172,22 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "config file (default ./repeater.yaml, generated with data in ./repeater-data/ if absent)")
 	serverName := fs.String("server-name", "", "server name when generating the default config")
+	mesh := fs.Bool("part97", false, "on first run, make an amateur-radio mesh node (FCC Part 97; needs --callsign; see docs/MESH.md)")
+	callsign := fs.String("callsign", "", "the station's callsign (with --part97)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *mesh {
+		if err := checkCallsignFlag(*callsign); err != nil {
+			fmt.Fprintln(stderr, "repeater:", err)
+			return 2
+		}
 	}
 	path := *cfgPath
 	if path == "" {
 		path = "repeater.yaml"
 		if _, err := os.Stat(path); os.IsNotExist(err) {
-			if err := firstRun(path, *serverName, stderr); err != nil {
+			if err := firstRun(path, *serverName, *mesh, *callsign, stderr); err != nil {
 				fmt.Fprintln(stderr, "repeater:", err)
 				return 1
 			}
@@ -218,12 +242,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 }
 
 // firstRun writes ./repeater.yaml pointing at a new ./repeater-data/.
-func firstRun(path, serverName string, stderr io.Writer) error {
+func firstRun(path, serverName string, mesh bool, callsign string, stderr io.Writer) error {
 	dir := "repeater-data"
-	if serverName == "" {
+	if serverName == "" && !mesh {
 		serverName = "localhost:8008"
 	}
-	gen, err := config.Generate(config.GenerateOptions{Dir: dir, ServerName: serverName, Listen: ":8008"})
+	gen, err := config.Generate(config.GenerateOptions{Dir: dir, ServerName: serverName, Listen: ":8008", Part97: mesh, Callsign: callsign})
 	if err != nil {
 		return err
 	}
@@ -245,7 +269,10 @@ func firstRun(path, serverName string, stderr io.Writer) error {
 		return err
 	}
 	os.Remove(gen)
-	fmt.Fprintf(stderr, "repeater: first run: wrote %s and %s/ (server name %s)\n", path, dir, serverName)
+	fmt.Fprintf(stderr, "repeater: first run: wrote %s and %s/ (server name %s)\n", path, dir, cfg.ServerName)
+	if mesh {
+		fmt.Fprintf(stderr, "repeater: amateur-radio mesh node for %s; advertise it on your AREDN node: repeater mesh-service\n", cfg.Part97.Callsign)
+	}
 	return nil
 }
 

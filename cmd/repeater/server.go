@@ -62,7 +62,12 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		return nil, err
 	}
 	notifier := syncapi.NewNotifier(startPos)
-	fapi, err := federationapi.New(federationapi.Deps{Config: cfg, KeyID: key.KeyID, PrivateKey: key.PrivateKey, DB: db, Log: log, Version: version})
+	policy, err := part97Policy(cfg)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	fapi, err := federationapi.New(federationapi.Deps{Config: cfg, KeyID: key.KeyID, PrivateKey: key.PrivateKey, DB: db, Log: log, Version: version, Policy: policy})
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -74,6 +79,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		DefaultVersion: gomatrixserverlib.RoomVersion(cfg.DefaultRoomVersion),
 		Outbound:       fapi.Sender,
 		Inviter:        fapi,
+		Policy:         policy,
 	}, db, notifiers{notifier, push, fapi.DeviceListWatcher()}, log)
 	push.Worker = pusher.New(db, rs, cfg.ServerName, cfg.Push.SkipTLSVerify, log)
 	authn := &auth.Authenticator{ServerName: cfg.ServerName, Log: log, Lookup: func(ctx context.Context, hash string) (string, string, bool, error) {
@@ -84,7 +90,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		return d.Localpart, d.DeviceID, d.IsGuest, nil
 	}}
 	authn.Seen = lastSeen(storage.NewSeenRecorder(db)) // admin.go
-	capi := clientapi.New(cfg, db, rs, notifier, fapi, push.Worker, log)
+	capi := clientapi.New(cfg, db, rs, notifier, fapi, push.Worker, policy, log)
 	aapi := adminapi.New(adminapi.Deps{Config: cfg, DB: db, Rooms: rs, Accounts: capi, Notify: notifier, Log: log, Version: version, Federation: true})
 	sapi := syncapi.New(db, rs, notifier, cfg.Presence.Enabled, fapi, push.Worker, cfg.ServerName, log)
 	fapi.Attach(rs, sapi)
@@ -120,15 +126,27 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 	root.NotFoundHandler = httputil.NotFoundHandler(root)
 	root.MethodNotAllowedHandler = root.NotFoundHandler
 
+	var handler http.Handler = root
+	if policy.On() {
+		handler = meshCompression(root)
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &server{cfg: cfg, log: log, db: db, cancel: cancel, sync: sapi, rs: rs, media: mapi, admin: aapi,
-		handler: httputil.CORS(httputil.Recover(log, root))}
+		handler: httputil.CORS(httputil.Recover(log, handler))}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); sapi.Run(runCtx) }()
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); fapi.Run(runCtx) }()
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); push.Worker.Run(runCtx) }()
+	if policy.On() && len(cfg.Part97.MeshRooms) > 0 {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); fapi.KeepReplicas(runCtx, cfg.Part97.MeshRooms, policy.Callsign+" station") }()
+	}
+	if policy.On() && cfg.Part97.ArednNode != "" {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); meshDiscovery(cfg, fapi, log).Run(runCtx) }()
+	}
 	return s, nil
 }
 

@@ -86,6 +86,13 @@ type Config struct {
 		OldVerifyKeys []OldKey `yaml:"old_verify_keys"`
 	} `yaml:"federation"`
 
+	// AutoJoinRooms are rooms (IDs or aliases) every new local account
+	// joins on registration.
+	AutoJoinRooms []string `yaml:"auto_join_rooms"`
+
+	// Part97 is the amateur-radio mesh mode (FCC Part 97): see Part97.
+	Part97 Part97 `yaml:"part97"`
+
 	// AppServiceConfigFiles are application-service registration files.
 	AppServiceConfigFiles []string `yaml:"app_service_config_files"`
 
@@ -199,6 +206,10 @@ func Defaults() *Config {
 	c.Federation.Backfill = "on_demand"
 	c.Media.MaxUploadSize = 50 << 20
 	c.Media.RemoteCacheSize = 1 << 30
+	c.Part97.RequireCallsign = true
+	c.Part97.ArednNode = "http://localnode.local.mesh"
+	c.Part97.ServiceName = "Matrix"
+	c.Part97.PollSeconds = 180
 	return c
 }
 
@@ -349,10 +360,46 @@ func (c *Config) Validate() error {
 			add("app_service_config_files: %v", err)
 		}
 	}
+	if c.Part97.Enabled {
+		c.validatePart97(add)
+	}
 	if su := c.ServerNotices.SystemUser; su == "" || strings.Trim(su, "abcdefghijklmnopqrstuvwxyz0123456789._=-/+") != "" {
 		add("server_notices.system_user %q must be a localpart (a-z, 0-9, ._=-/+)", su)
 	}
 	return errors.Join(errs...)
+}
+
+// Part97 is the amateur-radio mode for meshes such as AREDN and
+// Broadband-Hamnet (FCC Part 97: §97.113(a)(4) forbids messages encoded to
+// obscure their meaning, §97.119 station identification by callsign,
+// §97.219 accountability of forwarding stations). When Enabled: no TLS
+// anywhere, no end-to-end encryption, callsign user names, plain-HTTP
+// federation with mesh peers (optionally without signatures), peers
+// learnt from the AREDN node, and mesh rooms replicated on every node.
+// docs/MESH.md is the operator's guide.
+type Part97 struct {
+	Enabled bool `yaml:"enabled"`
+	// Callsign is the station's callsign (it identifies the station;
+	// the station account's name and display name).
+	Callsign string `yaml:"callsign"`
+	// RequireCallsign accepts only callsigns as new user names.
+	RequireCallsign bool `yaml:"require_callsign"`
+	// UnsignedEvents: events made here carry no signatures and outbound
+	// federation requests no X-Matrix header.
+	UnsignedEvents bool `yaml:"unsigned_events"`
+	// TrustedPeers are server names and address ranges (CIDR, e.g.
+	// 10.0.0.0/8) whose unsigned events and requests are accepted.
+	TrustedPeers []string `yaml:"trusted_peers"`
+	// ArednNode is the AREDN node whose advertised services are polled
+	// for peers (empty: no discovery).
+	ArednNode string `yaml:"aredn_node"`
+	// ServiceName is the advertised service name that marks a peer.
+	ServiceName string `yaml:"service_name"`
+	// PollSeconds is how often the AREDN node is polled.
+	PollSeconds int `yaml:"poll_seconds"`
+	// MeshRooms are rooms (aliases or IDs) the station account joins and
+	// keeps a full copy of; local users are joined to them on sign-up.
+	MeshRooms []string `yaml:"mesh_rooms"`
 }
 
 // Notary is a trusted key server (spec: "Querying Keys Through Another

@@ -28,6 +28,10 @@ type GenerateOptions struct {
 	SharedSecret     string
 	TestNetwork      bool
 	AppServiceFiles  []string
+	// Part97 makes an amateur-radio mesh node (see Part97) for the
+	// station Callsign.
+	Part97   bool
+	Callsign string
 }
 
 // Generate writes a config file, a new signing key and (when TLS is wanted
@@ -62,9 +66,12 @@ func Generate(opts GenerateOptions) (string, error) {
 		c.Federation.AllowPrivatePeers = true
 		c.BcryptCost = 4
 	}
+	if opts.Part97 {
+		applyPart97(c, opts.Callsign, opts.ServerName == "")
+	}
 	// A test network gets a self-signed pair whether or not it listens
 	// for TLS now; the listener itself only comes with --tls-listen.
-	if opts.TLSListen != "" || opts.TestNetwork {
+	if (opts.TLSListen != "" || opts.TestNetwork) && !opts.Part97 {
 		c.TLSListen = opts.TLSListen
 		c.TLSCert, c.TLSKey = "tls.crt", "tls.key"
 		if _, err := os.Stat(filepath.Join(opts.Dir, c.TLSCert)); os.IsNotExist(err) {

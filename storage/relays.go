@@ -1,0 +1,56 @@
+package storage
+
+import "context"
+
+// Relay is the record of how a received event reached this server (the
+// amateur-radio mode; 013_relays.sql).
+type Relay struct {
+	EventID    string `json:"event_id"`
+	RoomID     string `json:"room_id"`
+	Server     string `json:"relayed_by"`
+	Addr       string `json:"relay_addr"`
+	ReceivedTS int64  `json:"received_ts"`
+}
+
+// recordRelay notes the peer that relayed e; the first relay of an event
+// is kept.
+func (tx *Tx) recordRelay(ctx context.Context, e *Event) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO event_relays (event_id, room_id, server, addr, received_ts) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (event_id) DO NOTHING`, e.EventID, e.RoomID, e.RelayServer, e.RelayAddr, nowMS())
+	return err
+}
+
+// EventRelay returns how one event reached us (ErrNotFound: it was made
+// here, or received before the mode was on).
+func (db *DB) EventRelay(ctx context.Context, eventID string) (*Relay, error) {
+	var r Relay
+	err := db.read.QueryRowContext(ctx, `SELECT event_id, room_id, server, addr, received_ts FROM event_relays WHERE event_id = $1`, eventID).
+		Scan(&r.EventID, &r.RoomID, &r.Server, &r.Addr, &r.ReceivedTS)
+	if err != nil {
+		return nil, scanErr(err)
+	}
+	return &r, nil
+}
+
+// RoomRelays lists the relay records of a room, newest first, received
+// before beforeTS (0: now), at most limit.
+func (db *DB) RoomRelays(ctx context.Context, roomID string, beforeTS int64, limit int) ([]Relay, error) {
+	if beforeTS <= 0 {
+		beforeTS = 1 << 62
+	}
+	rows, err := db.read.QueryContext(ctx, `SELECT event_id, room_id, server, addr, received_ts FROM event_relays
+		WHERE room_id = $1 AND received_ts < $2 ORDER BY received_ts DESC, event_id LIMIT $3`, roomID, beforeTS, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Relay
+	for rows.Next() {
+		var r Relay
+		if err := rows.Scan(&r.EventID, &r.RoomID, &r.Server, &r.Addr, &r.ReceivedTS); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
