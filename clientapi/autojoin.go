@@ -7,19 +7,28 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
+	"repeater/internal/part97"
 	"repeater/roomserver"
+	"repeater/storage"
 )
 
 // autoJoin joins a new account to the auto_join_rooms and, in the
 // amateur-radio mode, the mesh rooms. Rooms this server holds are joined
 // before registration answers; others (over federation, perhaps over a
-// slow radio link) in the background. A room that cannot be joined is
-// logged and skipped: registration does not fail for it.
+// slow radio link) in the background. A mesh room not held yet is left to
+// the station (federationapi.KeepReplicas), which joins local users once
+// it holds the room. A room that cannot be joined is logged and skipped:
+// registration does not fail for it.
 func (a *API) autoJoin(ctx context.Context, localpart, displayName string) {
 	rooms := a.cfg.AutoJoinRooms
+	mesh := map[string]bool{}
 	if a.policy.On() {
 		rooms = append(append([]string(nil), rooms...), a.cfg.Part97.MeshRooms...)
+		for _, r := range a.cfg.Part97.MeshRooms {
+			mesh[r] = true
+		}
 	}
 	if len(rooms) == 0 {
 		return
@@ -31,15 +40,22 @@ func (a *API) autoJoin(ctx context.Context, localpart, displayName string) {
 		roomID := room
 		if strings.HasPrefix(room, "#") {
 			id, _, err := a.db.ResolveAlias(ctx, room)
+			if err != nil && mesh[room] {
+				id, err = a.meshRoomID(ctx, room)
+			}
 			if err != nil {
-				remote = append(remote, room) // another server's alias
+				if !mesh[room] {
+					remote = append(remote, room) // another server's alias
+				}
 				continue
 			}
 			roomID = id
 		}
 		_, err := a.rs.Join(ctx, roomID, userID, profile, nil)
 		if errors.Is(err, roomserver.ErrUnknownRoom) {
-			remote = append(remote, room)
+			if !mesh[room] {
+				remote = append(remote, room)
+			}
 		} else if err != nil {
 			a.log.Warn("auto-join failed", "user", userID, "room", room, "err", err)
 		}
@@ -68,4 +84,19 @@ func (a *API) autoJoin(ctx context.Context, localpart, displayName string) {
 			}
 		}
 	}()
+}
+
+// meshRoomID is the room a mesh room alias of another server named when
+// the station joined it (the station's account data, kept by
+// federationapi.KeepReplicas).
+func (a *API) meshRoomID(ctx context.Context, alias string) (string, error) {
+	raw, err := a.db.GetAccountData(ctx, part97.StationLocalpart, "", part97.MeshRoomMap)
+	if err != nil {
+		return "", err
+	}
+	id := gjson.GetBytes(raw, gjson.Escape(alias)).Str
+	if id == "" {
+		return "", storage.ErrNotFound
+	}
+	return id, nil
 }

@@ -63,7 +63,7 @@ func (a *API) Backfill(ctx context.Context, roomID string, beforeDepth int64, li
 	if err != nil {
 		return 0, err
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	ctx, cancel := a.deadline(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	// A server that does not (yet) count us as in the room answers with
 	// events stripped of their content (their hashes no longer match, so

@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -72,6 +73,10 @@ type API struct {
 	dl       deviceLists     // remote device lists (devicelists.go)
 	// replicaPoke asks the mesh room keeper for a round now (replica.go).
 	replicaPoke chan struct{}
+	// pending are events held for another try (replica.go): room -> ID.
+	pendingMu sync.Mutex
+	pending   map[string]map[string]pendingPDU
+	told      map[string]string // server|room -> the tips last sent there
 }
 
 // Deps are what the federation API is built from.
@@ -102,10 +107,20 @@ func New(d Deps) (*API, error) {
 		return nil, err
 	}
 	name := spec.ServerName(d.Config.ServerName)
-	tr.mesh, tr.unsigned, tr.origin = d.Policy.On(), d.Policy.Unsigned(), string(name)
+	tr.mesh, tr.meshDNS, tr.unsigned, tr.origin = d.Policy.On(), d.Config.Part97.MeshDNS, d.Policy.Unsigned(), string(name)
+	if tr.mesh {
+		tr.plain.DialContext = idleDialer(&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}, meshIdle)
+	}
+	// On a mesh a slow link may take minutes over a large answer: the
+	// transport cuts a connection only when nothing moves on it
+	// (meshIdle), not after a fixed time.
+	overall := 60 * time.Second
+	if d.Policy.On() {
+		overall = meshSlack * overall
+	}
 	client := fclient.NewFederationClient(
 		[]*fclient.SigningIdentity{{ServerName: name, KeyID: d.KeyID, PrivateKey: d.PrivateKey}},
-		fclient.WithTransport(tr), fclient.WithTimeout(60*time.Second))
+		fclient.WithTransport(tr), fclient.WithTimeout(overall))
 	a := &API{cfg: d.Config, serverName: name, tr: tr, replicaPoke: make(chan struct{}, 1), keyID: d.KeyID, privateKey: d.PrivateKey,
 		publicKey: d.PrivateKey.Public().(ed25519.PublicKey), db: d.DB, log: d.Log, client: client, version: d.Version}
 	fetchers := []gomatrixserverlib.KeyFetcher{&gomatrixserverlib.DirectKeyFetcher{

@@ -116,7 +116,7 @@ func (a *API) SendInvite(ctx context.Context, pdu gomatrixserverlib.PDU, strippe
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(a.from(ctx, srv), 30*time.Second)
+	ctx, cancel := a.deadline(a.from(ctx, srv), 30*time.Second)
 	defer cancel()
 	res, err := a.client.SendInviteV2(ctx, a.serverName, srv, req)
 	if err != nil {

@@ -166,7 +166,7 @@ func rawEvents(evs []*storage.Event) []json.RawMessage {
 // succeeds.
 func (a *API) JoinRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) (string, error) {
 	// The join outlives the client's request if it has begun.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	ctx, cancel := a.deadline(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
 	var lastErr error = httputil.NotFound("No server to join the room through")
 	tried := map[string]bool{}

@@ -21,11 +21,14 @@ const keyValidity = 7 * 24 * time.Hour
 
 // serverKeys handles GET /_matrix/key/v2/server (spec: "Publishing Keys"):
 // our current verify key, signed by itself.
+// With the amateur-radio mode's unsigned option the document goes
+// unsigned too: this server signs nothing, and peers on the mesh read only
+// its server_name (discovery) from it.
 func (a *API) serverKeys(r *http.Request) (any, error) {
-	return json.RawMessage(a.ownKeys(time.Now())), nil
+	return json.RawMessage(a.ownKeys(time.Now(), !a.policy.Unsigned())), nil
 }
 
-func (a *API) ownKeys(now time.Time) []byte {
+func (a *API) ownKeys(now time.Time, sign bool) []byte {
 	fields := gomatrixserverlib.ServerKeyFields{
 		ServerName:    a.serverName,
 		VerifyKeys:    map[gomatrixserverlib.KeyID]gomatrixserverlib.VerifyKey{a.keyID: {Key: spec.Base64Bytes(a.publicKey)}},
@@ -36,6 +39,9 @@ func (a *API) ownKeys(now time.Time) []byte {
 		fields.OldVerifyKeys[id] = old
 	}
 	raw, _ := json.Marshal(fields)
+	if !sign {
+		return raw
+	}
 	signed, err := gomatrixserverlib.SignJSON(string(a.serverName), a.keyID, a.privateKey, raw)
 	if err != nil {
 		return raw
@@ -76,7 +82,7 @@ func (a *API) keyQuery(r *http.Request) (any, error) {
 	out := []json.RawMessage{}
 	for srv, ids := range want {
 		if srv == a.serverName {
-			out = append(out, a.ownKeys(time.Now()))
+			out = append(out, a.ownKeys(time.Now(), true))
 			continue
 		}
 		out = append(out, a.notaryKeys(r.Context(), srv, ids)...)

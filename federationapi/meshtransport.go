@@ -3,10 +3,13 @@ package federationapi
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"strings"
+	"time"
 
 	"repeater/internal/part97"
 )
@@ -72,4 +75,50 @@ func gzipBody(r *http.Request) error {
 	r.ContentLength = int64(len(z))
 	r.Header.Set("Content-Encoding", "gzip")
 	return nil
+}
+
+// On a mesh, requests that move data (transactions, backfill, joins) get
+// meshSlack times their usual time limit, and connections are cut when no
+// byte has moved on them for meshIdle instead: a slow but working radio
+// link finishes what it carries, a dead one is noticed as soon as on a
+// fast network.
+const (
+	meshSlack = 10
+	meshIdle  = 30 * time.Second
+)
+
+// deadline bounds ctx by d, or on a mesh by meshSlack*d.
+func (a *API) deadline(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if a.policy.On() {
+		d *= meshSlack
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// idleConn is a connection that fails once nothing has moved on it for
+// idle: every read and write pushes the deadline on.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(b []byte) (int, error) {
+	c.Conn.SetDeadline(time.Now().Add(c.idle))
+	return c.Conn.Read(b)
+}
+
+func (c *idleConn) Write(b []byte) (int, error) {
+	c.Conn.SetDeadline(time.Now().Add(c.idle))
+	return c.Conn.Write(b)
+}
+
+// idleDialer dials connections that are cut after idle without traffic.
+func idleDialer(d *net.Dialer, idle time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &idleConn{Conn: c, idle: idle}, nil
+	}
 }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sort"
 	"strings"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"repeater/internal/httputil"
 	"repeater/internal/part97"
@@ -23,12 +26,7 @@ import (
 // found, so a node that was away, or a room that was not reachable at
 // start-up, catches up by itself.
 
-const replicaInterval = 30 * time.Second
-
-// meshRoomMap is the station's account data remembering which room each
-// mesh room alias named, so that a room stays known while the alias's
-// server is unreachable.
-const meshRoomMap = "io.repeater.part97.mesh_rooms"
+const replicaInterval = 15 * time.Second
 
 // KeepReplicas joins and fills the mesh rooms until ctx ends. displayName
 // is the station account's.
@@ -76,6 +74,7 @@ func (a *API) keepReplica(ctx context.Context, room, station, displayName string
 	if err != nil || roomID == "" {
 		return err
 	}
+	a.retryPending(ctx, roomID)
 	if m, err := a.rs.Membership(ctx, roomID, station); err != nil || m != spec.Join {
 		if errors.Is(err, roomserver.ErrUnknownRoom) || err == nil {
 			content := roomserver.MemberContent(spec.Join, roomserver.CreatorProfile{DisplayName: displayName})
@@ -83,10 +82,12 @@ func (a *API) keepReplica(ctx context.Context, room, station, displayName string
 				return err
 			}
 			a.log.Info("mesh room joined", "room", room, "room_id", roomID)
+			a.joinLocalUsers(ctx, roomID)
 		} else {
 			return err
 		}
 	}
+	a.shareTips(ctx, roomID)
 	// Every gap filled: the room's history is complete here.
 	for i := 0; i < 1000 && ctx.Err() == nil; i++ {
 		gaps, err := a.rs.Gaps(ctx, roomID)
@@ -129,7 +130,7 @@ func (a *API) meshRoom(ctx context.Context, room, station, displayName string) (
 		return a.hostMeshRoom(ctx, room, station, displayName)
 	}
 	known := map[string]string{}
-	if raw, err := a.db.GetAccountData(ctx, part97.StationLocalpart, "", meshRoomMap); err == nil {
+	if raw, err := a.db.GetAccountData(ctx, part97.StationLocalpart, "", part97.MeshRoomMap); err == nil {
 		_ = json.Unmarshal(raw, &known)
 	}
 	roomID, via, err := a.ResolveAlias(ctx, room)
@@ -141,7 +142,7 @@ func (a *API) meshRoom(ctx context.Context, room, station, displayName string) (
 	} else if known[room] != roomID {
 		known[room] = roomID
 		if raw, err := json.Marshal(known); err == nil {
-			_, _ = a.db.PutAccountData(ctx, part97.StationLocalpart, "", meshRoomMap, raw)
+			_, _ = a.db.PutAccountData(ctx, part97.StationLocalpart, "", part97.MeshRoomMap, raw)
 		}
 	}
 	return roomID, append(append(via, srv), peers...), nil
@@ -161,5 +162,165 @@ func (a *API) hostMeshRoom(ctx context.Context, alias, station, displayName stri
 		return "", nil, err
 	}
 	a.log.Info("mesh room created", "alias", alias, "room_id", roomID)
+	a.joinLocalUsers(ctx, roomID)
 	return roomID, nil, nil
+}
+
+// joinLocalUsers joins to a mesh room the node now holds every local user
+// who has never been in it (those who registered while it was not yet
+// held; later ones are joined on sign-up). Users who left stay out.
+func (a *API) joinLocalUsers(ctx context.Context, roomID string) {
+	accts, _, err := a.db.ListAccounts(ctx, storage.AccountQuery{Limit: 100000})
+	if err != nil {
+		a.log.Warn("mesh room: cannot list local users", "err", err)
+		return
+	}
+	for _, acct := range accts {
+		if acct.Localpart == part97.StationLocalpart || acct.IsGuest {
+			continue
+		}
+		userID := "@" + acct.Localpart + ":" + string(a.serverName)
+		if m, err := a.rs.Membership(ctx, roomID, userID); err != nil || m != "" {
+			continue
+		}
+		profile := roomserver.CreatorProfile{DisplayName: acct.DisplayName, AvatarURL: acct.AvatarURL}
+		if _, err := a.rs.Join(ctx, roomID, userID, profile, nil); err != nil {
+			a.log.Warn("mesh room: local user not joined", "user", userID, "room_id", roomID, "err", err)
+		}
+	}
+}
+
+// fillGap fetches what comes before pdu (fetchMissing) from origin; on a
+// mesh, when origin cannot help (unreachable, or not yet known as a peer),
+// from every other server in the room in turn: any node holding the room
+// holds the same history.
+func (a *API) fillGap(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.RoomVersion, pdu gomatrixserverlib.PDU) error {
+	err := a.fetchMissing(ctx, origin, ver, pdu)
+	if err == nil || !a.policy.On() {
+		return err
+	}
+	servers, jerr := a.rs.JoinedServers(ctx, pdu.RoomID().String())
+	if jerr != nil {
+		return err
+	}
+	for _, srv := range servers {
+		if srv == string(origin) || srv == string(a.serverName) {
+			continue
+		}
+		if ferr := a.fetchMissing(a.from(ctx, spec.ServerName(srv)), spec.ServerName(srv), ver, pdu); ferr == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// pendingPDU is an event from a peer that could not be taken in for want
+// of what came before it; the mesh room keeper tries it again.
+type pendingPDU struct {
+	origin spec.ServerName
+	addr   string // the relay's address, for the trust check
+	raw    []byte
+	depth  int64
+}
+
+// maxPending bounds the events held for another try, per room.
+const maxPending = 2000
+
+// holdPending keeps an event whose gap could not be filled, on a mesh,
+// for the next round of KeepReplicas (a peer found meanwhile, or a link
+// back, fills it then).
+func (a *API) holdPending(ctx context.Context, roomID, eventID string, origin spec.ServerName, raw []byte) {
+	if !a.policy.On() {
+		return
+	}
+	addr := ""
+	if rel := part97.RelayFrom(ctx); rel != nil {
+		addr = rel.Addr()
+	}
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	if a.pending == nil {
+		a.pending = map[string]map[string]pendingPDU{}
+	}
+	m := a.pending[roomID]
+	if m == nil {
+		m = map[string]pendingPDU{}
+		a.pending[roomID] = m
+	}
+	if len(m) < maxPending {
+		m[eventID] = pendingPDU{origin: origin, addr: addr, raw: append([]byte(nil), raw...), depth: gjson.GetBytes(raw, "depth").Int()}
+	}
+}
+
+// retryPending tries a room's held events again, oldest first.
+func (a *API) retryPending(ctx context.Context, roomID string) {
+	a.pendingMu.Lock()
+	m := a.pending[roomID]
+	delete(a.pending, roomID)
+	a.pendingMu.Unlock()
+	type item struct {
+		id string
+		p  pendingPDU
+	}
+	items := make([]item, 0, len(m))
+	for id, p := range m {
+		items = append(items, item{id, p})
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].p.depth < items[j].p.depth })
+	for _, it := range items {
+		if e, err := a.rs.EventsByIDs(ctx, []string{it.id}); err == nil && len(e) == 1 && !e[0].Outlier {
+			continue // arrived meanwhile
+		}
+		// receivePDU holds it again if its gap still cannot be filled.
+		if _, err := a.receivePDU(part97.WithRelay(ctx, string(it.p.origin), it.p.addr), it.p.origin, it.p.raw); err != nil {
+			a.log.Debug("held event still not taken", "event", it.id, "err", err)
+		}
+	}
+}
+
+// shareTips sends the room's newest events (its forward extremities) to
+// every other server in it that has not been sent these yet: a node that
+// missed events (it was not yet known to be in the room when they were
+// sent, or a link was down and the sender has since moved on) sees events
+// it lacks the ancestors of and fetches them (get_missing_events), so the
+// mesh converges on one complete history even when nobody speaks again.
+// Tips are queued like any outbound event (durable, batched, retried); a
+// server that already holds them answers at once.
+func (a *API) shareTips(ctx context.Context, roomID string) {
+	tips, err := a.rs.Extremities(ctx, roomID)
+	if err != nil || len(tips) == 0 {
+		return
+	}
+	sort.Strings(tips)
+	key := strings.Join(tips, ",")
+	servers, err := a.rs.JoinedServers(ctx, roomID)
+	if err != nil {
+		return
+	}
+	var dests []string
+	a.pendingMu.Lock()
+	if a.told == nil {
+		a.told = map[string]string{}
+	}
+	for _, srv := range servers {
+		if srv != string(a.serverName) && a.told[srv+"|"+roomID] != key {
+			a.told[srv+"|"+roomID] = key
+			dests = append(dests, srv)
+		}
+	}
+	a.pendingMu.Unlock()
+	if len(dests) == 0 {
+		return
+	}
+	evs, err := a.rs.EventsByIDs(ctx, tips)
+	if err != nil {
+		return
+	}
+	for _, e := range evs {
+		if err := a.db.QueuePDU(ctx, dests, e.NID); err != nil {
+			a.log.Warn("mesh room: tips not queued", "room_id", roomID, "err", err)
+			return
+		}
+	}
+	a.Sender.Queued(dests)
 }

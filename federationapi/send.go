@@ -93,8 +93,9 @@ func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw []byte
 	}
 	res, err := a.rs.InputRemote(ctx, pdu)
 	if errors.Is(err, roomserver.ErrMissingPrev) {
-		if ferr := a.fetchMissing(ctx, origin, ver, pdu); ferr != nil {
+		if ferr := a.fillGap(ctx, origin, ver, pdu); ferr != nil {
 			a.log.Info("could not fill gap before event", "event", pdu.EventID(), "origin", origin, "err", ferr)
+			a.holdPending(ctx, roomID, pdu.EventID(), origin, raw)
 			return pdu.EventID(), err
 		}
 		res, err = a.rs.InputRemote(ctx, pdu)
@@ -105,7 +106,7 @@ func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw []byte
 	if res.Rejected != nil {
 		// Stored as rejected (or soft-failed): processed, so not an error
 		// for the sender (as other servers answer too).
-		a.log.Info("PDU rejected", "origin", origin, "event", pdu.EventID(), "why", res.Rejected)
+		a.log.Info("PDU rejected", "origin", origin, "event", pdu.EventID(), "type", pdu.Type(), "sender", pdu.SenderID(), "why", res.Rejected)
 	} else if !res.Existed && pdu.Type() == spec.MRoomMember && pdu.StateKey() != nil {
 		// A user of another server joined: their server learns our users'
 		// presence in the room.
@@ -165,11 +166,14 @@ func (a *API) fetchMissing(ctx context.Context, origin spec.ServerName, ver goma
 			evs = append(evs, p)
 		}
 	}
-	if len(evs) == 0 {
-		// The sender could not (or would not) fill the gap: drop the event
-		// rather than guess at the state before it.
-		return fmt.Errorf("no missing events returned for %s", pdu.EventID())
+	if len(evs) == 0 && err != nil {
+		// The sender could not fill the gap: drop the event rather than
+		// guess at the state before it (it is offered again, or fetched
+		// by backfill).
+		return fmt.Errorf("get_missing_events for %s: %w", pdu.EventID(), err)
 	}
+	// Nothing new (the prev events are held, but without their state, as
+	// backfilled events are) falls through to fetching the state there.
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
 	// The sender may return events we hold already (it does not know where
 	// our history starts): those are skipped; one that fails is logged and

@@ -232,7 +232,7 @@ func (s *Sender) deliver(ctx context.Context, dest string, items []storage.Outbo
 		PDUs:           pdus,
 		EDUs:           edus,
 	}
-	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	tctx, cancel := s.a.deadline(ctx, 60*time.Second)
 	defer cancel()
 	if _, err := s.a.client.SendTransaction(tctx, txn); err != nil {
 		return last, err

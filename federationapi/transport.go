@@ -43,6 +43,7 @@ type transport struct {
 	// one); with unsigned, requests go without their X-Matrix header,
 	// naming us in Part97-Origin instead.
 	mesh     bool
+	meshDNS  bool
 	unsigned bool
 	origin   string
 	// gzipOK are the peers that said (RFC 7694: Accept-Encoding on a
@@ -153,6 +154,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(req.Context())
 	peer, ok := t.peer(name)
 	if !ok && t.mesh {
+		if !t.meshDNS {
+			return nil, fmt.Errorf("federation: %s is not a known mesh peer", name)
+		}
 		// No .well-known, SRV or 8448 on the mesh: plain HTTP to the name
 		// itself, on 8008 unless it names a port.
 		host, port, okName := spec.ParseAndValidateServerName(spec.ServerName(name))

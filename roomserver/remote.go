@@ -321,8 +321,10 @@ func (s *Server) InputRemote(ctx context.Context, pdu gomatrixserverlib.PDU) (*I
 	var before []storage.StateMap
 	var missing []string
 	for _, id := range prevIDs {
-		// An outlier with known state (fetched at a gap) will do.
-		if pe := prevByID[id]; pe == nil || (pe.Outlier && pe.AfterSnapshot == 0) {
+		// A prev event must be held with the state after it: an outlier
+		// whose state was fetched at a gap will do; a backfilled event
+		// (held without state) will not until its state is fetched.
+		if pe := prevByID[id]; pe == nil || pe.AfterSnapshot == 0 {
 			missing = append(missing, id)
 		}
 	}
@@ -371,7 +373,7 @@ func (s *Server) InputRemote(ctx context.Context, pdu gomatrixserverlib.PDU) (*I
 		if err != nil {
 			rejectErr = err
 		} else if err := gomatrixserverlib.Allowed(pdu, ae, UserIDForSender); err != nil {
-			rejectErr = err
+			rejectErr = fmt.Errorf("not allowed by its auth events: %w", err)
 		}
 	}
 	// A redaction of an event in another room is not part of this room.
@@ -387,13 +389,24 @@ func (s *Server) InputRemote(ctx context.Context, pdu gomatrixserverlib.PDU) (*I
 			return nil, err
 		}
 		if err := gomatrixserverlib.Allowed(pdu, ae, UserIDForSender); err != nil {
-			rejectErr = err
+			rejectErr = fmt.Errorf("not allowed by the state before it: %w", err)
 		}
 	}
 	// Step 6 (soft fail): an event that the current state would not allow
-	// is kept in the DAG but not shown or made current.
+	// is kept in the DAG but not shown or made current. The current state
+	// is that of the room's forward extremities together with the state
+	// before the event: an event on a branch we had not taken in yet
+	// (its sender's join came by way of a gap, say) is judged by the room
+	// as it will be once the branch is merged, not by a state that merely
+	// lags behind it.
 	if rejectErr == nil {
-		ae, err := s.authProvider(ctx, r.version, r.state, pdu)
+		current := r.state
+		if !sameSet(r.extremities, prevIDs) {
+			if merged, err := s.resolve(ctx, r.version, []storage.StateMap{r.state, stateBefore}); err == nil {
+				current = merged
+			}
+		}
+		ae, err := s.authProvider(ctx, r.version, current, pdu)
 		if err != nil {
 			return nil, err
 		}
@@ -409,6 +422,9 @@ func (s *Server) InputRemote(ctx context.Context, pdu gomatrixserverlib.PDU) (*I
 // input is ordered by the room lock and written synchronously: the
 // in-memory head moves only once the event is durable.
 func (s *Server) storeRemote(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, prevByID map[string]*storage.Event, stateBefore storage.StateMap, rejectErr error) (*InputResult, error) {
+	if rejectErr != nil {
+		s.log.Info("received event rejected", "event", pdu.EventID(), "type", pdu.Type(), "sender", pdu.SenderID(), "why", rejectErr)
+	}
 	e := received(ctx, pdu, r.id)
 	e.Rejected = rejectErr != nil
 	// With one prev event the state before is its snapshot.
@@ -826,6 +842,11 @@ func (s *Server) StateAtEvent(ctx context.Context, roomID, eventID string) (stat
 	if err != nil || e.RoomID != roomID || e.Outlier {
 		return nil, nil, httputil.NotFound("Unknown event")
 	}
+	if e.BeforeSnapshot == 0 && e.Type != spec.MRoomCreate {
+		// Held without its state (a backfilled event): an empty answer
+		// would pass for "no state at all" and poison the asker's room.
+		return nil, nil, httputil.NotFound("The state at this event is not known here")
+	}
 	m, err := s.Snapshot(ctx, e.BeforeSnapshot)
 	if err != nil {
 		return nil, nil, err
@@ -1052,11 +1073,14 @@ func (s *Server) StoreBackfilled(ctx context.Context, roomID string, pdus []goma
 			}
 			list = append(list, ap)
 		}
-		rejected := !ok
-		if ok {
-			ae, err := gomatrixserverlib.NewAuthEvents(list)
-			rejected = err != nil || gomatrixserverlib.Allowed(p, ae, UserIDForSender) != nil
+		if !ok {
+			// An auth event that could not be fetched is no reason to
+			// reject: the event is left for the next backfill (its gap
+			// stays).
+			continue
 		}
+		ae, err := gomatrixserverlib.NewAuthEvents(list)
+		rejected := err != nil || gomatrixserverlib.Allowed(p, ae, UserIDForSender) != nil
 		items = append(items, item{pdu: p, rejected: rejected, promote: held[id] != nil})
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].pdu.Depth() < items[j].pdu.Depth() })
@@ -1195,11 +1219,18 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 		}
 		return nil
 	}
+	// An auth event that could not be fetched (a link dropped, say) is no
+	// reason to reject: nothing is stored and the gap is tried again.
+	var unfetched error
 	allowedByAuthEvents := func(p gomatrixserverlib.PDU) bool {
 		var list []gomatrixserverlib.PDU
 		for _, a := range p.AuthEventIDs() {
+			if rejected[a] {
+				return false
+			}
 			ap := lookup(a)
-			if ap == nil || rejected[a] {
+			if ap == nil {
+				unfetched = fmt.Errorf("auth event %s of %s not fetched", a, p.EventID())
 				return false
 			}
 			list = append(list, ap)
@@ -1213,6 +1244,9 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 		}
 	}
 	evRejected := !allowedByAuthEvents(ev)
+	if unfetched != nil {
+		return unfetched
+	}
 	_, evHeld := held[ev.EventID()]
 	pos, done := s.db.Submit(2, func(tx *storage.Tx) error {
 		p := tx.Positions()
@@ -1253,6 +1287,9 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 				k = storage.StateKey{Type: e[0].Type, StateKey: *e[0].StateKey}
 			}
 			before[k] = nid
+		}
+		if _, ok := before[storage.StateKey{Type: spec.MRoomCreate}]; !ok && ev.Type() != spec.MRoomCreate {
+			return fmt.Errorf("the state at %s has no create event", ev.EventID())
 		}
 		if err := tx.NewSnapshot(ctx, p[0], roomID, 0, before, before); err != nil {
 			return err
@@ -1299,7 +1336,11 @@ func (s *Server) StoreStateAtGap(ctx context.Context, ev gomatrixserverlib.PDU, 
 	if err := <-done; err != nil {
 		return err
 	}
-	s.events.RemoveIf(func(e *storage.Event) bool { return e.RoomID == roomID && e.Outlier })
+	// Cached copies of the event (now with its state) and of outliers are
+	// stale.
+	s.events.RemoveIf(func(e *storage.Event) bool {
+		return e.RoomID == roomID && (e.Outlier || e.EventID == ev.EventID())
+	})
 	return nil
 }
 
@@ -1316,7 +1357,7 @@ func (s *Server) InputRemoteCheckPrevs(ctx context.Context, pdu gomatrixserverli
 	}
 	var missing []string
 	for _, id := range pdu.PrevEventIDs() {
-		if pe := have[id]; pe == nil || (pe.Outlier && pe.AfterSnapshot == 0) {
+		if pe := have[id]; pe == nil || pe.AfterSnapshot == 0 {
 			missing = append(missing, id)
 		}
 	}
@@ -1409,4 +1450,21 @@ func received(ctx context.Context, p gomatrixserverlib.PDU, roomID string) *stor
 		e.RelayServer, e.RelayAddr = rel.Server, rel.Addr()
 	}
 	return e
+}
+
+// sameSet reports whether a and b hold the same strings.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	in := make(map[string]bool, len(a))
+	for _, x := range a {
+		in[x] = true
+	}
+	for _, x := range b {
+		if !in[x] {
+			return false
+		}
+	}
+	return true
 }

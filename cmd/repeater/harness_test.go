@@ -55,7 +55,7 @@ func startTestServer(t testing.TB, cfg *config.Config) *testServer {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("srv", cfg.ServerName)
 	}
 	srv, err := newServer(context.Background(), cfg, log)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"repeater/internal/config"
 	"repeater/internal/linksim"
 	"repeater/storage/storagetest"
 )
@@ -21,62 +22,69 @@ type meshNode struct {
 	trusted        []string // part97.trusted_peers; default loopback
 }
 
-// meshNet starts amateur-radio nodes on loopback with a linksim link
+// startMesh starts amateur-radio nodes on loopback with a linksim link
 // (shaping, failures, capture) between every ordered pair: node A reaches
-// node X through Link(A, X). Every name is a static peer, so nothing is
-// ever looked up or sent off loopback.
-func meshNet(t *testing.T, nodes []meshNode, opts linksim.Options) (*linksim.Mesh, []*testServer) {
+// node X through Link(A, X). Nodes listen on ports of their own choosing;
+// the links are pointed at them once they listen. configure adjusts each
+// node's config before it starts.
+func startMesh(t *testing.T, nodes []meshNode, opts linksim.Options, configure func(i int, cfg *config.Config, m *linksim.Mesh)) (*linksim.Mesh, []*testServer) {
 	t.Helper()
 	names := make([]string, len(nodes))
-	targets := map[string]string{}
+	placeholders := map[string]string{}
 	for i, n := range nodes {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		names[i], targets[n.name] = n.name, l.Addr().String()
-		l.Close()
+		names[i], placeholders[n.name] = n.name, "127.0.0.1:1" // until the node listens
 	}
-	m, err := linksim.NewMesh(names, targets, opts)
+	m, err := linksim.NewMesh(names, placeholders, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
 	var out []*testServer
-	for _, n := range nodes {
+	for i, n := range nodes {
 		var dsn string
 		for _, d := range storagetest.Dialects(t) {
 			dsn = d // each node its own database, of either dialect
 			break
 		}
 		cfg := meshConfig(t, newTestConfig(t, dsn), n.callsign)
-		cfg.ServerName, cfg.Listen = n.name, targets[n.name]
+		cfg.ServerName = n.name
 		cfg.Part97.UnsignedEvents = n.unsigned
 		if n.trusted != nil {
 			cfg.Part97.TrustedPeers = n.trusted
 		}
 		cfg.Federation.Backfill = "full"
-		cfg.Federation.Peers = map[string]string{}
-		for _, other := range names {
-			if other != n.name {
-				cfg.Federation.Peers[other] = m.URL(n.name, other)
-			}
-		}
+		configure(i, cfg, m)
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, startTestServer(t, cfg))
+		cfg.Part97.PollSeconds = 1 // below what operators may set: tests do not wait minutes
+		out = append(out, startMeshNode(t, m, cfg))
 	}
 	return m, out
 }
 
-// restartNode stops a node and starts it again on the same address and
-// database.
-func restartNode(t *testing.T, ts *testServer) *testServer {
+// startMeshNode starts (or restarts) a node and points the links to it at
+// its address.
+func startMeshNode(t *testing.T, m *linksim.Mesh, cfg *config.Config) *testServer {
 	t.Helper()
-	cfg := ts.cfg
-	ts.stop()
-	return startTestServer(t, cfg)
+	ts := startTestServer(t, cfg)
+	if err := m.SetTarget(cfg.ServerName, ts.srv.addrs()[0]); err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+// meshNet is a mesh whose nodes know each other as static peers.
+func meshNet(t *testing.T, nodes []meshNode, opts linksim.Options) (*linksim.Mesh, []*testServer) {
+	t.Helper()
+	return startMesh(t, nodes, opts, func(i int, cfg *config.Config, m *linksim.Mesh) {
+		cfg.Federation.Peers = map[string]string{}
+		for _, other := range nodes {
+			if other.name != cfg.ServerName {
+				cfg.Federation.Peers[other.name] = m.URL(cfg.ServerName, other.name)
+			}
+		}
+	})
 }
 
 // storedJSON is an event as a node stores (and relays) it.

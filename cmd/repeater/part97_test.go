@@ -28,6 +28,7 @@ func meshConfig(t testing.TB, cfg *config.Config, callsign string) *config.Confi
 	cfg.Part97.RequireCallsign = true
 	cfg.Part97.TrustedPeers = []string{"127.0.0.0/8"}
 	cfg.Part97.ArednNode = ""
+	cfg.Part97.MeshDNS = false // names not known as peers are never looked up
 	cfg.TLSListen, cfg.TLSCert, cfg.TLSKey = "", "", ""
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

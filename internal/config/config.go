@@ -210,6 +210,7 @@ func Defaults() *Config {
 	c.Part97.ArednNode = "http://localnode.local.mesh"
 	c.Part97.ServiceName = "Matrix"
 	c.Part97.PollSeconds = 180
+	c.Part97.MeshDNS = true
 	return c
 }
 
@@ -397,6 +398,10 @@ type Part97 struct {
 	ServiceName string `yaml:"service_name"`
 	// PollSeconds is how often the AREDN node is polled.
 	PollSeconds int `yaml:"poll_seconds"`
+	// MeshDNS reaches a server name that is no known peer at
+	// http://name:8008 through the mesh's DNS; off, only configured and
+	// discovered peers are reached.
+	MeshDNS bool `yaml:"mesh_dns"`
 	// MeshRooms are rooms (aliases or IDs) the station account joins and
 	// keeps a full copy of; local users are joined to them on sign-up.
 	MeshRooms []string `yaml:"mesh_rooms"`

@@ -16,10 +16,22 @@ import (
 // Content-Encoding undone. Assertions about what crossed a link ("no
 // signatures key") must look at this, not at the compressed bytes.
 // compressed counts the bodies that were gzip-encoded on the wire. A stream
-// cut off mid-message (a dropped connection) decodes as far as it goes.
+// cut off mid-message (a dropped connection) decodes as far as it goes, and
+// what could not be parsed is appended as it is (still searchable). err
+// reports only a gzip body that does not decompress.
 func HTTPText(stream []byte) (text []byte, compressed int, err error) {
-	br := bufio.NewReader(bytes.NewReader(stream))
+	rd := bytes.NewReader(stream)
+	br := bufio.NewReader(rd)
 	var out bytes.Buffer
+	rest := func() []byte {
+		// What the reader has not consumed: its buffer and what is left.
+		buffered, _ := br.Peek(br.Buffered())
+		out.Write(buffered)
+		tail := make([]byte, rd.Len())
+		rd.Read(tail)
+		out.Write(tail)
+		return out.Bytes()
+	}
 	for {
 		head, perr := br.Peek(5)
 		if perr != nil {
@@ -31,13 +43,13 @@ func HTTPText(stream []byte) (text []byte, compressed int, err error) {
 		if string(head) == "HTTP/" {
 			resp, err := http.ReadResponse(br, nil)
 			if err != nil {
-				return out.Bytes(), compressed, cutOff(err)
+				return rest(), compressed, nil
 			}
 			start, hdr, body = resp.Proto+" "+resp.Status, resp.Header, resp.Body
 		} else {
 			req, err := http.ReadRequest(br)
 			if err != nil {
-				return out.Bytes(), compressed, cutOff(err)
+				return rest(), compressed, nil
 			}
 			start, hdr, body = req.Method+" "+req.RequestURI+" "+req.Proto, req.Header, req.Body
 		}
@@ -60,16 +72,7 @@ func HTTPText(stream []byte) (text []byte, compressed int, err error) {
 		out.Write(raw)
 		out.WriteString("\r\n")
 		if rerr != nil {
-			return out.Bytes(), compressed, cutOff(rerr)
+			return rest(), compressed, nil // cut off mid-body
 		}
 	}
-}
-
-// cutOff treats a stream that ends mid-message as the end (connections are
-// dropped on purpose in mesh tests).
-func cutOff(err error) error {
-	if err == io.ErrUnexpectedEOF || err == io.EOF {
-		return nil
-	}
-	return err
 }

@@ -186,6 +186,11 @@ func (p *Policy) TrustedAddr(addr string) bool {
 // no password (it cannot log in) and no user may register it.
 const StationLocalpart = "station"
 
+// MeshRoomMap is the station's account data remembering which room each
+// mesh room alias of another server named, so that the room stays known
+// while that server is unreachable.
+const MeshRoomMap = "io.repeater.part97.mesh_rooms"
+
 // FeatureFlag is the unstable feature /versions advertises in the mode.
 const FeatureFlag = "io.repeater.part97"
 
