@@ -124,14 +124,14 @@ func (a *API) Backfill(ctx context.Context, roomID string, beforeDepth int64, li
 		}
 		a.bf.mu.Unlock()
 		best = kept
-		if bg := a.background(); bg != nil {
-			go func() {
+		if a.background() != nil {
+			a.goBackground(func(bg context.Context) {
 				select {
 				case <-bg.Done():
 				case <-time.After(2 * time.Second):
 					_, _ = a.Backfill(bg, roomID, beforeDepth, limit)
 				}
-			}()
+			})
 		}
 	}
 	if len(best) > 0 {

@@ -273,8 +273,8 @@ func (a *API) joinVia(ctx context.Context, srv spec.ServerName, roomID, userID s
 	}
 	ev, err := a.rs.ImportJoin(ctx, ver, join, state, chain)
 	if err == nil && a.cfg.Federation.Backfill == "full" {
-		if bg := a.background(); bg != nil {
-			go a.backfillAll(bg, roomID)
+		if a.background() != nil {
+			a.goBackground(func(ctx context.Context) { a.backfillAll(ctx, roomID) })
 		}
 	}
 	return ev, err

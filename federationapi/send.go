@@ -166,14 +166,19 @@ func (a *API) fetchMissing(ctx context.Context, origin spec.ServerName, ver goma
 			evs = append(evs, p)
 		}
 	}
-	if len(evs) == 0 && err != nil {
-		// The sender could not fill the gap: drop the event rather than
-		// guess at the state before it (it is offered again, or fetched
-		// by backfill).
-		return fmt.Errorf("get_missing_events for %s: %w", pdu.EventID(), err)
+	if len(evs) == 0 {
+		if err != nil {
+			return fmt.Errorf("get_missing_events for %s: %w", pdu.EventID(), err)
+		}
+		// The sender could not (or would not) fill the gap: drop the
+		// event rather than guess at the state before it, unless its prev
+		// events are all held here without their state (backfilled
+		// events): then the state at them is fetched below.
+		held, herr := a.rs.EventsByIDs(ctx, pdu.PrevEventIDs())
+		if herr != nil || len(held) != len(pdu.PrevEventIDs()) {
+			return fmt.Errorf("no missing events returned for %s", pdu.EventID())
+		}
 	}
-	// Nothing new (the prev events are held, but without their state, as
-	// backfilled events are) falls through to fetching the state there.
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
 	// The sender may return events we hold already (it does not know where
 	// our history starts): those are skipped; one that fails is logged and
@@ -187,8 +192,18 @@ func (a *API) fetchMissing(ctx context.Context, origin spec.ServerName, ver goma
 		return err
 	}
 	held := map[string]bool{}
+	var outliers []string
 	for _, e := range have {
 		held[e.EventID] = true
+		if e.Outlier {
+			// Held only as state so far (from a join or a gap), but it
+			// lies between our history and the new event: it belongs in
+			// the timeline.
+			outliers = append(outliers, e.EventID)
+		}
+	}
+	if err := a.rs.PromoteOutliers(ctx, roomID, outliers); err != nil {
+		return err
 	}
 	for _, p := range evs {
 		if held[p.EventID()] || len(p.PrevEventIDs()) == 0 {

@@ -1468,3 +1468,27 @@ func sameSet(a, b []string) bool {
 	}
 	return true
 }
+
+// PromoteOutliers puts events held only as state (outliers) into the
+// room's timeline where they stand in the DAG, as backfill does: they are
+// history, below every sync position, shown by /messages.
+func (s *Server) PromoteOutliers(ctx context.Context, roomID string, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	r, err := s.lockRoom(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	defer r.mu.Unlock()
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		for _, id := range ids {
+			if err := tx.PromoteOutlier(ctx, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	s.events.RemoveIf(func(e *storage.Event) bool { return e.RoomID == roomID && e.Outlier })
+	return err
+}

@@ -180,6 +180,9 @@ func (s *Server) upgradeSource(ctx context.Context, roomID, userID string) (*upg
 	}
 	for _, typ := range upgradeCopied {
 		if p := get(typ, ""); p != nil {
+			if s.cfg.Policy.CheckEvent(typ, p.Content()) != nil {
+				continue // an encrypted room made before the amateur-radio mode: its replacement is not
+			}
 			src.state = append(src.state, copiedState{typ: typ, content: p.Content()})
 		} else if typ == "m.room.guest_access" {
 			// No event means forbidden; the new room says so explicitly

@@ -23,10 +23,14 @@ func (tx *Tx) recordRelay(ctx context.Context, e *Event) error {
 // EventRelay returns how one event reached us (ErrNotFound: it was made
 // here, or received before the mode was on).
 func (db *DB) EventRelay(ctx context.Context, eventID string) (*Relay, error) {
+	return scanRelay(db.read.QueryRowContext(ctx, `SELECT `+relayCols+` FROM event_relays WHERE event_id = $1`, eventID))
+}
+
+const relayCols = `event_id, room_id, server, addr, received_ts`
+
+func scanRelay(sc interface{ Scan(...any) error }) (*Relay, error) {
 	var r Relay
-	err := db.read.QueryRowContext(ctx, `SELECT event_id, room_id, server, addr, received_ts FROM event_relays WHERE event_id = $1`, eventID).
-		Scan(&r.EventID, &r.RoomID, &r.Server, &r.Addr, &r.ReceivedTS)
-	if err != nil {
+	if err := sc.Scan(&r.EventID, &r.RoomID, &r.Server, &r.Addr, &r.ReceivedTS); err != nil {
 		return nil, scanErr(err)
 	}
 	return &r, nil
@@ -38,19 +42,6 @@ func (db *DB) RoomRelays(ctx context.Context, roomID string, beforeTS int64, lim
 	if beforeTS <= 0 {
 		beforeTS = 1 << 62
 	}
-	rows, err := db.read.QueryContext(ctx, `SELECT event_id, room_id, server, addr, received_ts FROM event_relays
-		WHERE room_id = $1 AND received_ts < $2 ORDER BY received_ts DESC, event_id LIMIT $3`, roomID, beforeTS, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Relay
-	for rows.Next() {
-		var r Relay
-		if err := rows.Scan(&r.EventID, &r.RoomID, &r.Server, &r.Addr, &r.ReceivedTS); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return scanAll(deref(scanRelay))(db.read.QueryContext(ctx, `SELECT `+relayCols+` FROM event_relays
+		WHERE room_id = $1 AND received_ts < $2 ORDER BY received_ts DESC, event_id LIMIT $3`, roomID, beforeTS, limit))
 }

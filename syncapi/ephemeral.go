@@ -25,7 +25,12 @@ type roomTyping struct {
 }
 
 type presence struct {
-	state      string // online, unavailable, offline
+	state string // online, unavailable, offline
+	// explicit: the user set state (unavailable or offline) with PUT
+	// /presence; their clients' own syncs, which ask for "online" by
+	// default, do not undo it (clients sync continuously while the user
+	// acts). It lasts until they set another state or stop syncing.
+	explicit   bool
 	statusMsg  *string
 	lastActive time.Time
 	lastSync   time.Time
@@ -166,6 +171,16 @@ func (e *ephemeral) setRemotePresence(userID, state string, statusMsg *string, l
 	return changed
 }
 
+// setExplicit records whether the user's state was set explicitly (not
+// online), so that their own syncs keep it.
+func (e *ephemeral) setExplicit(userID string, explicit bool) {
+	e.mu.Lock()
+	if p, ok := e.presence[userID]; ok {
+		p.explicit = explicit
+	}
+	e.mu.Unlock()
+}
+
 // syncing notes that a user is syncing with set_presence (default online).
 func (e *ephemeral) syncing(userID, setPresence string) bool {
 	if setPresence == "" {
@@ -180,7 +195,7 @@ func (e *ephemeral) syncing(userID, setPresence string) bool {
 	if setPresence == "offline" {
 		return false
 	}
-	if ok && p.state == setPresence {
+	if ok && (p.state == setPresence || (p.explicit && setPresence == "online")) {
 		// Keep the user active without a new position on every sync.
 		e.mu.Lock()
 		p.lastActive = time.Now()
@@ -206,6 +221,7 @@ func (e *ephemeral) decayPresence(now time.Time) []string {
 		}
 		if p.state != "offline" && !p.lastSync.IsZero() && now.Sub(p.lastSync) > syncToOffline {
 			next = "offline"
+			p.explicit = false // a new session starts online
 		}
 		if next != p.state {
 			p.state = next

@@ -195,7 +195,9 @@ func (s *Sync) putPresence(r *http.Request) (any, error) {
 	if !s.presenceOn {
 		return struct{}{}, nil
 	}
-	if s.eph.setPresence(d.UserID, state, msg, state == "online") {
+	changed := s.eph.setPresence(d.UserID, state, msg, state == "online")
+	s.eph.setExplicit(d.UserID, state != "online")
+	if changed {
 		s.wakeSharing(r.Context(), d.UserID)
 	}
 	return struct{}{}, nil

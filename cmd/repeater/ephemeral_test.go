@@ -72,3 +72,43 @@ func TestTypingReceiptsPresence(t *testing.T) {
 		}
 	})
 }
+
+// An explicit presence change survives the client's own syncing: clients
+// keep syncing (set_presence defaulting to online) while the user acts, and
+// a user who marked themselves away stays away until they say otherwise.
+func TestExplicitPresenceSurvivesSync(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		ts := startTestServer(t, cfg)
+		alice, bob := ts.register("alice"), ts.register("bob")
+		sharedRoom(alice, bob)
+		presence := func() string {
+			return bob.must("GET", "/_matrix/client/v3/presence/"+url.PathEscape(alice.userID)+"/status", nil).Get("presence").Str
+		}
+		alice.must("GET", "/_matrix/client/v3/sync?timeout=0", nil)
+		if p := presence(); p != "online" {
+			t.Fatalf("syncing user is %q", p)
+		}
+		for _, away := range []string{"unavailable", "offline"} {
+			alice.must("PUT", "/_matrix/client/v3/presence/"+url.PathEscape(alice.userID)+"/status", map[string]any{"presence": away})
+			// The client syncs on, as Element does, with and without
+			// an explicit set_presence=online.
+			for _, q := range []string{"", "&set_presence=online", ""} {
+				alice.must("GET", "/_matrix/client/v3/sync?timeout=0"+q, nil)
+				if p := presence(); p != away {
+					t.Fatalf("after PUT %s and a sync (%q), alice is %q", away, q, p)
+				}
+			}
+		}
+		// Saying "online" again ends it; so does a sync that asks for
+		// unavailable explicitly (an idle client).
+		alice.must("PUT", "/_matrix/client/v3/presence/"+url.PathEscape(alice.userID)+"/status", map[string]any{"presence": "online"})
+		alice.must("GET", "/_matrix/client/v3/sync?timeout=0", nil)
+		if p := presence(); p != "online" {
+			t.Fatalf("after PUT online, alice is %q", p)
+		}
+		alice.must("GET", "/_matrix/client/v3/sync?timeout=0&set_presence=unavailable", nil)
+		if p := presence(); p != "unavailable" {
+			t.Fatalf("after an idle sync, alice is %q", p)
+		}
+	})
+}

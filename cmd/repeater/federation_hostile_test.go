@@ -19,6 +19,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
 
+	"repeater/internal/config"
 	"repeater/storage/storagetest"
 )
 
@@ -80,6 +81,27 @@ func (e *evilServer) request(t *testing.T, ts *testServer, dest, method, path st
 	return resp.StatusCode, gjson.ParseBytes(b)
 }
 
+// evilPeerConfig is the config of a server named name on loopback that
+// knows the evil server as a static peer.
+func evilPeerConfig(t *testing.T, name string, evil *evilServer) *config.Config {
+	t.Helper()
+	var dsn string
+	for _, d := range storagetest.Dialects(t) {
+		dsn = d
+		break
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := newTestConfig(t, dsn)
+	cfg.ServerName, cfg.Listen = name, addr
+	cfg.Federation.Peers = map[string]string{"evil.test": evil.http.URL}
+	return cfg
+}
+
 // build makes an event in a room as the evil server would: its own
 // signature, prev/auth events chosen by the caller.
 func (e *evilServer) build(t *testing.T, ver gomatrixserverlib.RoomVersion, roomID, sender, typ string, stateKey *string, content string, prev, authEvents []string, depth int64) gomatrixserverlib.PDU {
@@ -100,17 +122,7 @@ func (e *evilServer) build(t *testing.T, ver gomatrixserverlib.RoomVersion, room
 // bodies, and too many PDUs.
 func TestFederationHostileInput(t *testing.T) {
 	evil := newEvilServer(t, "evil.test")
-	var dsn string
-	for _, d := range storagetest.Dialects(t) {
-		dsn = d
-		break
-	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
-	cfg := newTestConfig(t, dsn)
-	cfg.ServerName, cfg.Listen = "s0.test", addr
-	cfg.Federation.Peers = map[string]string{"evil.test": evil.http.URL}
+	cfg := evilPeerConfig(t, "s0.test", evil)
 	ts := startTestServer(t, cfg)
 	alice := ts.register("alice")
 	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "name": "Original"}).Get("room_id").Str

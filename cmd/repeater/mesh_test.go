@@ -27,7 +27,7 @@ type meshNode struct {
 // node X through Link(A, X). Nodes listen on ports of their own choosing;
 // the links are pointed at them once they listen. configure adjusts each
 // node's config before it starts.
-func startMesh(t *testing.T, nodes []meshNode, opts linksim.Options, configure func(i int, cfg *config.Config, m *linksim.Mesh)) (*linksim.Mesh, []*testServer) {
+func startMesh(t testing.TB, nodes []meshNode, opts linksim.Options, configure func(i int, cfg *config.Config, m *linksim.Mesh)) (*linksim.Mesh, []*testServer) {
 	t.Helper()
 	names := make([]string, len(nodes))
 	placeholders := map[string]string{}
@@ -65,7 +65,7 @@ func startMesh(t *testing.T, nodes []meshNode, opts linksim.Options, configure f
 
 // startMeshNode starts (or restarts) a node and points the links to it at
 // its address.
-func startMeshNode(t *testing.T, m *linksim.Mesh, cfg *config.Config) *testServer {
+func startMeshNode(t testing.TB, m *linksim.Mesh, cfg *config.Config) *testServer {
 	t.Helper()
 	ts := startTestServer(t, cfg)
 	if err := m.SetTarget(cfg.ServerName, ts.srv.addrs()[0]); err != nil {
@@ -75,7 +75,7 @@ func startMeshNode(t *testing.T, m *linksim.Mesh, cfg *config.Config) *testServe
 }
 
 // meshNet is a mesh whose nodes know each other as static peers.
-func meshNet(t *testing.T, nodes []meshNode, opts linksim.Options) (*linksim.Mesh, []*testServer) {
+func meshNet(t testing.TB, nodes []meshNode, opts linksim.Options) (*linksim.Mesh, []*testServer) {
 	t.Helper()
 	return startMesh(t, nodes, opts, func(i int, cfg *config.Config, m *linksim.Mesh) {
 		cfg.Federation.Peers = map[string]string{}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -136,18 +135,7 @@ func TestPart97ClientRules(t *testing.T) {
 // would be stored as rejected). A trusted peer's unsigned request passes.
 func TestPart97UntrustedPeer(t *testing.T) {
 	evil := newEvilServer(t, "evil.test")
-	var dsn string
-	for _, d := range storagetest.Dialects(t) {
-		dsn = d
-		break
-	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
-	cfg := newTestConfig(t, dsn)
-	cfg.ServerName, cfg.Listen = "k5dlq.local.mesh", addr
-	cfg.Federation.Peers = map[string]string{"evil.test": evil.http.URL}
-	meshConfig(t, cfg, "K5DLQ")
+	cfg := meshConfig(t, evilPeerConfig(t, "k5dlq.local.mesh", evil), "K5DLQ")
 	cfg.Part97.UnsignedEvents = true
 	cfg.Part97.TrustedPeers = []string{"kn6plv.local.mesh"} // by name only: loopback is not trusted here
 	ts := startTestServer(t, cfg)
@@ -220,5 +208,55 @@ func TestPart97UntrustedPeer(t *testing.T) {
 	}
 	if _, err := ts.srv.db.EventByID(context.Background(), enc.EventID()); err == nil {
 		t.Error("an encrypted event from a peer was stored")
+	}
+}
+
+// The one-switch set-up: the first run with --part97 --callsign, and
+// generate-config --part97, write a config that validates as it is, in the
+// mode; mesh-service prints the line to advertise; bad flags are refused.
+// (The server is not started: its default AREDN node is a mesh name.)
+func TestPart97Setup(t *testing.T) {
+	t.Chdir(t.TempDir())
+	var out, errb strings.Builder
+	if err := firstRun("repeater.yaml", "k5dlq-pi.local.mesh", true, "k5dlq", &errb); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load("repeater.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("first-run mesh config: %v", err)
+	}
+	if !cfg.Part97.Enabled || cfg.Part97.Callsign != "K5DLQ" || cfg.ServerName != "k5dlq-pi.local.mesh" || cfg.TLSListen != "" {
+		t.Fatalf("first-run mesh config: %+v", cfg.Part97)
+	}
+	if !strings.Contains(errb.String(), "mesh-service") {
+		t.Errorf("first run does not point at mesh-service: %q", errb.String())
+	}
+	if code := run([]string{"mesh-service", "--config", "repeater.yaml"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "Matrix|1|http|k5dlq-pi|8008|") {
+		t.Errorf("mesh-service: %d %q", code, out.String())
+	}
+	for _, args := range [][]string{
+		{"generate-config", "--part97", "--dir", t.TempDir()},
+		{"generate-config", "--part97", "--callsign", "alice", "--dir", t.TempDir()},
+		{"--part97", "--callsign", "12345"},
+	} {
+		if code := run(args, &out, &errb); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+	dir := t.TempDir()
+	if code := run([]string{"generate-config", "--part97", "--callsign", "W1AW", "--server-name", "w1aw.local.mesh", "--dir", dir}, &out, &errb); code != 0 {
+		t.Fatalf("generate-config --part97: %d %s", code, errb.String())
+	}
+	gen, err := config.Load(dir + "/repeater.yaml")
+	if err != nil || gen.Validate() != nil || !gen.Part97.Enabled || gen.Part97.Callsign != "W1AW" {
+		t.Fatalf("generated: %v %+v", err, gen)
+	}
+	// tls_listen with the mode: refused at start-up, naming the rule.
+	gen.TLSListen = ":8448"
+	if err := gen.Validate(); err == nil || !strings.Contains(err.Error(), "97.113") {
+		t.Errorf("tls_listen in the mode: %v", err)
 	}
 }

@@ -45,8 +45,8 @@ func (c *Config) validatePart97(add func(string, ...any)) {
 // applyPart97 sets what a mesh node needs: the mode for the callsign, plain
 // HTTP only, open registration for callsigns (the mesh is the station's
 // own network, and a user's callsign is their identity), the mesh's
-// address range trusted, complete history fetched after joining, and
-// peers learnt from the AREDN node. With pickName, the server name is the
+// address range (AREDN's 10.0.0.0/8) trusted, complete history fetched
+// after joining, and peers learnt from the AREDN node. With pickName, the server name is the
 // host's *.local.mesh name (see MeshHostName).
 func applyPart97(c *Config, callsign string, pickName bool) {
 	c.Part97.Enabled = true
@@ -56,7 +56,6 @@ func applyPart97(c *Config, callsign string, pickName bool) {
 	c.Registration.Open = true
 	c.TLSListen, c.TLSCert, c.TLSKey = "", "", ""
 	c.Federation.Backfill = "full"
-	c.Federation.AllowNetworks = []string{"10.0.0.0/8"}
 	if pickName {
 		c.ServerName = MeshHostName(callsign)
 	}
