@@ -5,7 +5,7 @@
 // HS0 and HS1 must federate with each other. SDK_LOG=debug shows the SDK's and the Rust crypto's logging.
 import * as sdk from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
-import { harness, quietSDK } from "./harness.mjs";
+import { harness, poll, quietSDK, register } from "./harness.mjs";
 
 const HS0 = process.env.HS0_URL || "http://127.0.0.1:18118";
 const HS1 = process.env.HS1_URL || "http://127.0.0.1:18119";
@@ -21,30 +21,6 @@ quietSDK();
 if (!process.env.SDK_LOG) for (const k of ["debug", "info", "warn", "error", "trace"]) console[k] = () => {};
 
 const { clients, finish, step, waitFor } = harness({ label: "jssdk-e2ee", overallMs: OVERALL_MS, stepMs: STEP_MS, fatalByDefault: true });
-
-// Polls `check` (async, returns a truthy value when done) every 200 ms.
-async function poll(check, what, ms = STEP_MS) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function register(hs, localpart) {
-  const anon = sdk.createClient({ baseUrl: hs, logger });
-  let session = null;
-  try {
-    const res = await anon.registerRequest({ username: localpart, password: PASSWORD });
-    if (res.access_token) return res;
-  } catch (e) {
-    if (e.httpStatus !== 401) throw e;
-    session = e.data.session ?? null;
-  }
-  return anon.register(localpart, PASSWORD, session, { type: "m.login.dummy" });
-}
 
 async function login(hs, userId) {
   const anon = sdk.createClient({ baseUrl: hs, logger });

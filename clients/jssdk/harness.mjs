@@ -1,5 +1,6 @@
 // Shared by check.mjs and e2ee.mjs: quiet SDK logging, steps with ok/FAIL lines, waiting for
 // events with a timeout, and the summary line CI tooling reads ("<label>: N passed, M failed").
+import * as sdk from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
 
 // The SDK logs through loglevel; child loggers are created later at DEBUG, so silence them too.
@@ -72,3 +73,29 @@ export function harness({ label, overallMs, stepMs, fatalByDefault }) {
 
   return { results, clients, finish, step, waitFor, describe };
 }
+
+// Polls `check` (async, returns a truthy value when done) every 200 ms.
+export async function poll(check, what, ms = 60_000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+// Registers localpart on hs with m.login.dummy, as Element does (a 401 first, then the stage).
+export async function register(hs, localpart, password = "correct-horse-battery-staple") {
+  const anon = sdk.createClient({ baseUrl: hs, logger });
+  let session = null;
+  try {
+    const res = await anon.registerRequest({ username: localpart, password });
+    if (res.access_token) return res;
+  } catch (e) {
+    if (e.httpStatus !== 401) throw e;
+    session = e.data.session ?? null;
+  }
+  return anon.register(localpart, password, session, { type: "m.login.dummy" });
+}
+

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end check of Repeater with matrix-js-sdk: builds the server, starts it on a free
 # loopback port with a throwaway config, runs check.mjs against it, stops it; then runs
-# run-e2ee.sh (encrypted DMs over two federating servers) with the same binary.
+# run-e2ee.sh (encrypted DMs over two federating servers) and run-part97.sh (the amateur-radio
+# mode) with the same binary.
 # Exit status is non-zero if either check failed. Needs: go, node >= 20, npm (registry reachable for the first npm ci).
 set -euo pipefail
 
@@ -43,4 +44,10 @@ echo "== run-e2ee.sh"
 e2ee=0
 REPEATER_BIN="$TMP/repeater" "$HERE/run-e2ee.sh" || e2ee=$?
 [[ $status -ne 0 ]] || status=$e2ee
+
+# The amateur-radio mode as Element meets it (Rust crypto, encryption refused), same binary.
+echo "== run-part97.sh"
+p97=0
+REPEATER_BIN="$TMP/repeater" "$HERE/run-part97.sh" || p97=$?
+[[ $status -ne 0 ]] || status=$p97
 exit $status
