@@ -226,3 +226,37 @@ func explainMissing(t *testing.T, srv []*testServer, users []*client, i int, roo
 		}
 	}
 }
+
+// Two nodes find each other through their AREDN nodes and share the mesh
+// room; a node that then disappears from the AREDN list (mesh nodes come
+// and go) is kept as a peer: the conversation goes on.
+func TestPart97TwoNodeDiscovery(t *testing.T) {
+	const room = "#net:k5dlq.local.mesh"
+	_, srv, fakes := discoveredMesh(t, meshNodes[:2], []string{room}, linksim.Options{})
+	a, b := srv[0].register("k5dlq-1"), srv[1].register("kn6plv-1")
+	var roomID string
+	waitFor(t, 30*time.Second, "the mesh room on both nodes", func() bool {
+		rooms := b.must("GET", "/_matrix/client/v3/joined_rooms", nil).Get("joined_rooms").Array()
+		if len(rooms) == 0 {
+			return false
+		}
+		roomID = rooms[0].Str
+		return joinedTo(a, roomID)
+	})
+	a.send(roomID, "m0")
+	waitFor(t, 30*time.Second, "m0 on the other node", func() bool { return len(timelineBodies(b, roomID)) == 1 })
+	// The peers vanish from each other's AREDN lists; both keep talking.
+	polls := []int{fakes[0].Polls(), fakes[1].Polls()}
+	for _, f := range fakes {
+		f.SetServices(nil)
+	}
+	waitFor(t, 10*time.Second, "a poll of the emptied lists", func() bool {
+		return fakes[0].Polls() > polls[0] && fakes[1].Polls() > polls[1]
+	})
+	b.send(roomID, "m1")
+	a.send(roomID, "m2")
+	for _, u := range []*client{a, b} {
+		waitFor(t, 30*time.Second, u.userID+" holds m0-m2", func() bool { return len(timelineBodies(u, roomID)) == 3 })
+		checkCompleteHistory(t, u, roomID, 3)
+	}
+}
