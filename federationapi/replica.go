@@ -42,12 +42,12 @@ func (a *API) KeepReplicas(ctx context.Context, rooms []string, displayName stri
 	t := time.NewTicker(replicaInterval)
 	defer t.Stop()
 	for {
-		for _, spec := range rooms {
+		for _, room := range rooms {
 			if ctx.Err() != nil {
 				return
 			}
-			if err := a.keepReplica(ctx, spec, station, displayName); err != nil {
-				a.log.Info("mesh room not (yet) held", "room", spec, "err", err)
+			if err := a.keepReplica(ctx, room, station, displayName); err != nil {
+				a.log.Info("mesh room not (yet) held", "room", room, "err", err)
 			}
 		}
 		select {
@@ -133,17 +133,18 @@ func (a *API) meshRoom(ctx context.Context, room, station, displayName string) (
 	if raw, err := a.db.GetAccountData(ctx, part97.StationLocalpart, "", part97.MeshRoomMap); err == nil {
 		_ = json.Unmarshal(raw, &known)
 	}
+	if id := known[room]; id != "" {
+		// Resolved before: no query over the radio every round, and the
+		// room stays known while the alias's server is away.
+		return id, append([]string{srv}, peers...), nil
+	}
 	roomID, via, err := a.ResolveAlias(ctx, room)
 	if err != nil {
-		if known[room] == "" {
-			return "", nil, err
-		}
-		roomID = known[room] // the alias's server is away: the room is not
-	} else if known[room] != roomID {
-		known[room] = roomID
-		if raw, err := json.Marshal(known); err == nil {
-			_, _ = a.db.PutAccountData(ctx, part97.StationLocalpart, "", part97.MeshRoomMap, raw)
-		}
+		return "", nil, err
+	}
+	known[room] = roomID
+	if raw, err := json.Marshal(known); err == nil {
+		_, _ = a.db.PutAccountData(ctx, part97.StationLocalpart, "", part97.MeshRoomMap, raw)
 	}
 	return roomID, append(append(via, srv), peers...), nil
 }
