@@ -9,41 +9,22 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/repeater-part97.XXXXXX")"
 SERVER_PID=""
-cleanup() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
 
 # shellcheck source=../lib.sh
 . "$HERE/../lib.sh"
+trap stop_repeater EXIT
+
+patch_config() {
+  local f="$1" pat
+  for pat in 's|^    aredn_node: .*$|    aredn_node: ""|' 's|^    mesh_dns: true$|    mesh_dns: false|' \
+    '/^rate_limits:$/,/^[a-z]/ s|^    enabled: true$|    enabled: false|' 's|^bcrypt_cost: .*$|bcrypt_cost: 4|'; do
+    sed -i "$pat" "$f"
+  done
+  grep -q '^    aredn_node: ""$' "$f" && grep -q '^    mesh_dns: false$' "$f" ||
+    { echo "could not turn off AREDN polling and mesh DNS in the generated config"; return 1; }
+}
 PORT="$(free_port)"
-if [[ -n "${REPEATER_BIN:-}" ]]; then
-  cp "$REPEATER_BIN" "$TMP/repeater"
-else
-  echo "== building repeater"
-  (cd "$ROOT" && go build -o "$TMP/repeater" ./cmd/repeater)
-fi
-conf="$TMP/conf"
-"$TMP/repeater" generate-config --part97 --callsign K5DLQ --dir "$conf" --server-name "localhost:$PORT" \
-  --listen "127.0.0.1:$PORT" >/dev/null
-for pat in 's|^    aredn_node: .*$|    aredn_node: ""|' 's|^    mesh_dns: true$|    mesh_dns: false|' \
-  '/^rate_limits:$/,/^[a-z]/ s|^    enabled: true$|    enabled: false|' 's|^bcrypt_cost: .*$|bcrypt_cost: 4|'; do
-  sed -i "$pat" "$conf/repeater.yaml"
-done
-grep -q '^    aredn_node: ""$' "$conf/repeater.yaml" && grep -q '^    mesh_dns: false$' "$conf/repeater.yaml" ||
-  { echo "could not turn off AREDN polling and mesh DNS in the generated config"; exit 1; }
-echo "== starting a Part 97 node on 127.0.0.1:$PORT"
-(cd "$conf" && exec "$TMP/repeater" --config "$conf/repeater.yaml") >"$TMP/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$PORT/_matrix/client/versions" >/dev/null 2>&1 && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { echo "repeater exited:"; cat "$TMP/server.log"; exit 1; }
-  sleep 0.1
-done
+start_repeater --part97 --callsign K5DLQ
 
 cd "$HERE"
 [[ -d node_modules ]] || npm ci --no-audit --no-fund

@@ -11,17 +11,9 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/repeater-jssdk.XXXXXX")"
 SERVER_PID=""
 
-cleanup() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
 # shellcheck source=../lib.sh
 . "$HERE/../lib.sh"
+trap stop_repeater EXIT
 PORT="$(free_port)"
 start_repeater
 
