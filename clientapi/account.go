@@ -28,13 +28,23 @@ import (
 var localpartRE = regexp.MustCompile(`^[a-z0-9._=\-/+]+$`)
 
 func (a *API) validateLocalpart(lp string) error {
+	if err := a.localpartSyntax(lp); err != nil {
+		return err
+	}
+	return a.policy.CheckUsername(lp)
+}
+
+// localpartSyntax checks a new user name's characters and length (the
+// amateur-radio mode's callsign rule aside: an application service's
+// users, such as a bridge's, are not stations).
+func (a *API) localpartSyntax(lp string) error {
 	if lp == "" || !localpartRE.MatchString(lp) {
 		return httputil.Err(400, "M_INVALID_USERNAME", "User ID may only contain a-z, 0-9, and ._=-/+")
 	}
 	if len("@"+lp+":"+a.serverName) > 255 {
 		return httputil.Err(400, "M_INVALID_USERNAME", "User ID too long")
 	}
-	return a.policy.CheckUsername(lp)
+	return nil
 }
 
 // uiaSessions tracks user-interactive auth sessions (spec: "User-Interactive
@@ -133,6 +143,9 @@ func (a *API) register(r *http.Request) (any, error) {
 	if kind != "" && kind != "user" {
 		return nil, httputil.InvalidParam("Unknown kind")
 	}
+	if gjson.GetBytes(body, "type").Str == loginTypeAppService {
+		return a.registerAppServiceUser(r, strings.ToLower(gjson.GetBytes(body, "username").Str), body)
+	}
 	if !a.cfg.Registration.Open {
 		return nil, httputil.Forbidden("Registration is not enabled on this server")
 	}
@@ -164,6 +177,9 @@ func (a *API) register(r *http.Request) (any, error) {
 	password := gjson.GetBytes(body, "password").Str
 	if username != "" {
 		if err := a.validateLocalpart(username); err != nil {
+			return nil, err
+		}
+		if err := a.exclusiveToAppService(username); err != nil {
 			return nil, err
 		}
 		if _, err := a.db.GetAccount(r.Context(), username); err == nil {
@@ -221,16 +237,21 @@ func mergeParams(first, body []byte) []byte {
 }
 
 func (a *API) createAccountAndLogin(r *http.Request, username, password string, admin bool, body []byte) (any, error) {
-	// Hash before the write transaction: bcrypt is the slow part.
-	hash, err := auth.HashPassword(password, a.cfg.BcryptCost)
-	if err != nil {
-		return nil, err
+	// Hash before the write transaction: bcrypt is the slow part. No
+	// password (an application service's user): no hash, no password login.
+	hash := ""
+	if password != "" {
+		h, err := auth.HashPassword(password, a.cfg.BcryptCost)
+		if err != nil {
+			return nil, err
+		}
+		hash = h
 	}
 	displayName := username
 	if a.policy.On() && part97.ValidCallsign(username) {
 		displayName = strings.ToUpper(username) // callsigns are written in capitals
 	}
-	err = a.db.CreateAccount(r.Context(), storage.Account{Localpart: username, PasswordHash: hash, IsAdmin: admin, DisplayName: displayName})
+	err := a.db.CreateAccount(r.Context(), storage.Account{Localpart: username, PasswordHash: hash, IsAdmin: admin, DisplayName: displayName})
 	if errors.Is(err, storage.ErrConflict) {
 		return nil, httputil.Err(400, "M_USER_IN_USE", "User ID already taken")
 	}
@@ -269,6 +290,9 @@ func (a *API) newDevice(r *http.Request, localpart, deviceID, displayName string
 func (a *API) registerAvailable(r *http.Request) (any, error) {
 	lp := r.URL.Query().Get("username")
 	if err := a.validateLocalpart(lp); err != nil {
+		return nil, err
+	}
+	if err := a.exclusiveToAppService(lp); err != nil {
 		return nil, err
 	}
 	if _, err := a.db.GetAccount(r.Context(), lp); err == nil {
@@ -344,7 +368,7 @@ func (a *API) adminRegister(r *http.Request) (any, error) {
 
 // loginFlows handles GET /login.
 func (a *API) loginFlows(r *http.Request) (any, error) {
-	flows := []any{map[string]any{"type": "m.login.password"}}
+	flows := []any{map[string]any{"type": "m.login.password"}, map[string]any{"type": loginTypeAppService}}
 	if a.cfg.LoginToken.Enabled {
 		// Tokens come from POST /login/get_token (logintoken.go).
 		flows = append(flows, map[string]any{"type": "m.login.token", "get_login_token": true})
@@ -360,6 +384,8 @@ func (a *API) login(r *http.Request) (any, error) {
 	}
 	if t := gjson.GetBytes(body, "type").Str; t == "m.login.token" && a.cfg.LoginToken.Enabled {
 		return a.loginWithToken(r, body)
+	} else if t == loginTypeAppService {
+		return a.loginAppServiceUser(r, body)
 	} else if t != "m.login.password" {
 		return nil, httputil.Err(400, "M_UNKNOWN", "Unknown login type")
 	}
@@ -424,6 +450,11 @@ func (a *API) whoami(r *http.Request) (any, error) {
 // checkPasswordAuth runs the m.login.password UIA stage for sensitive
 // operations; it returns a UIA challenge when auth is missing or wrong.
 func (a *API) checkPasswordAuth(r *http.Request, body []byte, d *auth.Device) error {
+	if d.AppServiceID != "" {
+		// An application service acting for its user: its token is the
+		// authentication (its users have no password).
+		return nil
+	}
 	authObj := gjson.GetBytes(body, "auth")
 	op := d.UserID + " " + r.Method + " " + r.URL.Path
 	if !authObj.Exists() {

@@ -43,6 +43,7 @@ type API struct {
 	pushers    PusherWaker
 	pushMu     sync.Mutex // serialises push rule edits (read, change, write)
 	policy     *part97.Policy
+	as         AppServices
 }
 
 // PusherWaker is told when pushers are added or changed, so delivery
@@ -75,9 +76,10 @@ type RemoteRooms interface {
 }
 
 // New constructs the client API.
-// policy is the amateur-radio mode (nil: off).
-func New(cfg *config.Config, db *storage.DB, rs *roomserver.Server, notify UserNotifier, remote RemoteRooms, pushers PusherWaker, policy *part97.Policy, log *slog.Logger) *API {
-	return &API{cfg: cfg, serverName: cfg.ServerName, db: db, rs: rs, notify: notify, remote: remote, pushers: pushers, log: log, policy: policy,
+// policy is the amateur-radio mode (nil: off); as the application services
+// (nil: none).
+func New(cfg *config.Config, db *storage.DB, rs *roomserver.Server, notify UserNotifier, remote RemoteRooms, pushers PusherWaker, policy *part97.Policy, as AppServices, log *slog.Logger) *API {
+	return &API{cfg: cfg, serverName: cfg.ServerName, db: db, rs: rs, notify: notify, remote: remote, pushers: pushers, log: log, policy: policy, as: as,
 		limiter: httputil.NewLimiter(cfg.RateLimits.Enabled, cfg.RateLimits.PerSecond, cfg.RateLimits.Burst)}
 }
 

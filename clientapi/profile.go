@@ -239,6 +239,11 @@ func (a *API) putAlias(r *http.Request) (any, error) {
 	if _, err := a.rs.RoomVersion(r.Context(), roomID.Str); err != nil {
 		return nil, err
 	}
+	if a.as != nil {
+		if holder := a.as.AliasHolder(alias); holder != "" && holder != d.AppServiceID {
+			return nil, httputil.Err(400, "M_EXCLUSIVE", "This alias is reserved by an application service")
+		}
+	}
 	err = a.db.CreateAlias(r.Context(), alias, roomID.Str, d.UserID)
 	if errors.Is(err, storage.ErrConflict) {
 		return nil, httputil.Err(409, "M_UNKNOWN", "Room alias already exists")

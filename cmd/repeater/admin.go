@@ -49,6 +49,9 @@ import (
 // last-seen records (at most one queued write a minute per device).
 func lastSeen(rec *storage.SeenRecorder) func(r *http.Request, d *auth.Device) {
 	return func(r *http.Request, d *auth.Device) {
+		if d.AppServiceID != "" && d.DeviceID == "" {
+			return // an application service, not a device
+		}
 		if rec.Due(d.Localpart, d.DeviceID) {
 			host := r.RemoteAddr
 			if h, _, err := net.SplitHostPort(host); err == nil {
@@ -111,7 +114,7 @@ func openConsole(path string, out, stderr io.Writer) (*console, error) {
 	if err != nil {
 		return nil, err
 	}
-	capi := clientapi.New(cfg, db, rs, nopNotifier{}, nil, nil, policy, log)
+	capi := clientapi.New(cfg, db, rs, nopNotifier{}, nil, nil, policy, nil, log)
 	admin := adminapi.New(adminapi.Deps{Config: cfg, DB: db, Rooms: rs, Accounts: capi, Log: log, Version: version})
 	return &console{cfg: cfg, db: db, rs: rs, admin: admin, out: out}, nil
 }

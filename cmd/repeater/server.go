@@ -67,6 +67,11 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		db.Close()
 		return nil, err
 	}
+	services, err := appServices(ctx, cfg, db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	fapi, err := federationapi.New(federationapi.Deps{Config: cfg, KeyID: key.KeyID, PrivateKey: key.PrivateKey, DB: db, Log: log, Version: version, Policy: policy})
 	if err != nil {
 		db.Close()
@@ -90,7 +95,12 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		return d.Localpart, d.DeviceID, d.IsGuest, nil
 	}}
 	authn.Seen = lastSeen(storage.NewSeenRecorder(db)) // admin.go
-	capi := clientapi.New(cfg, db, rs, notifier, fapi, push.Worker, policy, log)
+	authn.AppService = services.ForToken
+	authn.UserExists = func(ctx context.Context, localpart string) bool {
+		acct, err := db.GetAccount(ctx, localpart)
+		return err == nil && !acct.Deactivated
+	}
+	capi := clientapi.New(cfg, db, rs, notifier, fapi, push.Worker, policy, services, log)
 	aapi := adminapi.New(adminapi.Deps{Config: cfg, DB: db, Rooms: rs, Accounts: capi, Notify: notifier, Log: log, Version: version, Federation: true})
 	sapi := syncapi.New(db, rs, notifier, cfg.Presence.Enabled, fapi, push.Worker, cfg.ServerName, log)
 	fapi.Attach(rs, sapi)

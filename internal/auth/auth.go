@@ -25,6 +25,17 @@ type Device struct {
 	Localpart string
 	DeviceID  string
 	IsGuest   bool
+	// AppServiceID is set when an application service made the request
+	// with its as_token (acting as UserID: its sender or, with ?user_id=,
+	// a user of its namespace).
+	AppServiceID string
+}
+
+// AppService is an application service as authentication sees it.
+type AppService interface {
+	ServiceID() string
+	Sender() string
+	OwnsUser(userID string) bool
 }
 
 // LookupFunc finds the device owning an access-token hash. It returns an
@@ -53,6 +64,11 @@ type Authenticator struct {
 	// last-seen records). It runs on every request: it must be cheap and
 	// must not block.
 	Seen func(r *http.Request, d *Device)
+	// AppService, if set, finds the application service whose as_token a
+	// request carries (nil if none); UserExists reports whether a local
+	// account exists (a service may only act as users it registered).
+	AppService func(token string) AppService
+	UserExists func(ctx context.Context, localpart string) bool
 }
 
 // TokenFromRequest returns the access token of a request, from the
@@ -99,6 +115,11 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Device, error) {
 	if tok == "" {
 		return nil, httputil.Err(401, "M_MISSING_TOKEN", "Missing access token")
 	}
+	if a.AppService != nil {
+		if as := a.AppService(tok); as != nil {
+			return a.appServiceDevice(r, as)
+		}
+	}
 	lp, dev, guest, err := a.Lookup(r.Context(), HashToken(tok))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, &httputil.Error{Status: 401, Code: "M_UNKNOWN_TOKEN", Message: "Unknown access token", Extra: map[string]any{"soft_logout": false}}
@@ -107,6 +128,25 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Device, error) {
 		return nil, err
 	}
 	return &Device{UserID: "@" + lp + ":" + a.ServerName, Localpart: lp, DeviceID: dev, IsGuest: guest}, nil
+}
+
+// appServiceDevice is the caller of an application service's request
+// (spec: Application Service API, "Identity assertion"): its sender, or
+// the user named by ?user_id=, which must be in its namespace and
+// registered; ?device_id= (MSC3202) names the device.
+func (a *Authenticator) appServiceDevice(r *http.Request, as AppService) (*Device, error) {
+	userID := r.URL.Query().Get("user_id")
+	if userID == "" {
+		userID = as.Sender()
+	}
+	lp, server, ok := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	if !strings.HasPrefix(userID, "@") || !ok || server != a.ServerName || !as.OwnsUser(userID) {
+		return nil, httputil.Forbidden("Application service cannot act as " + userID)
+	}
+	if userID != as.Sender() && a.UserExists != nil && !a.UserExists(r.Context(), lp) {
+		return nil, httputil.Forbidden("Application service has not registered " + userID)
+	}
+	return &Device{UserID: userID, Localpart: lp, DeviceID: r.URL.Query().Get("device_id"), AppServiceID: as.ServiceID()}, nil
 }
 
 // NewToken returns a new random access token (256 bits).

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"repeater/internal/config"
+)
+
+// asConfig adds an application service registration (users @irc_*,
+// exclusive; sender @ircbot) to a test config.
+func asConfig(t *testing.T, cfg *config.Config) *config.Config {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "irc.yaml")
+	reg := "id: irc\nurl: null\nas_token: as-secret\nhs_token: hs-secret\nsender_localpart: ircbot\n" +
+		"namespaces:\n  users:\n    - exclusive: true\n      regex: '@irc_.*'\n"
+	if err := os.WriteFile(p, []byte(reg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.AppServiceConfigFiles = []string{p}
+	return cfg
+}
+
+// An application service registers its users, acts as them with its token
+// (spec: Application Service API, "Identity assertion"), and logs them in;
+// its exclusive namespace is closed to everyone else.
+func TestAppServiceIdentity(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		ts := startTestServer(t, asConfig(t, cfg))
+		as := &client{t: t, base: ts.base, token: "as-secret"}
+		anon := &client{t: t, base: ts.base}
+		reg := func(c *client, user string) (int, string) {
+			st, res := c.do("POST", "/_matrix/client/v3/register", map[string]any{"type": "m.login.application_service", "username": user})
+			return st, res.Get("errcode").Str
+		}
+
+		// Registration of its own users, with no password or UIA.
+		res := as.must("POST", "/_matrix/client/v3/register", map[string]any{"type": "m.login.application_service", "username": "irc_alice"})
+		if res.Get("user_id").Str != "@irc_alice:test.local" || res.Get("access_token").Str == "" {
+			t.Fatalf("register: %s", res.Raw)
+		}
+		if st, code := reg(as, "bob"); st != 400 || code != "M_EXCLUSIVE" {
+			t.Errorf("a user outside the namespace: %d %s", st, code)
+		}
+		if st, code := reg(anon, "irc_carol"); st != 401 || code != "M_MISSING_TOKEN" {
+			t.Errorf("no token: %d %s", st, code)
+		}
+		if st, code := reg(&client{t: t, base: ts.base, token: "wrong"}, "irc_carol"); st != 401 || code != "M_UNKNOWN_TOKEN" {
+			t.Errorf("wrong token: %d %s", st, code)
+		}
+		// The namespace is exclusive: ordinary registration is refused.
+		st, r := anon.do("POST", "/_matrix/client/v3/register", map[string]any{"username": "irc_mallory", "password": "pw", "auth": map[string]any{"type": "m.login.dummy"}})
+		if st != 400 || r.Get("errcode").Str != "M_EXCLUSIVE" {
+			t.Errorf("ordinary registration in the namespace: %d %s", st, r.Raw)
+		}
+		if st, r := anon.do("GET", "/_matrix/client/v3/register/available?username=irc_mallory", nil); st != 400 || r.Get("errcode").Str != "M_EXCLUSIVE" {
+			t.Errorf("availability: %d %s", st, r.Raw)
+		}
+
+		// Identity assertion: the sender by default, ?user_id= in the
+		// namespace, nobody else.
+		if who := as.must("GET", "/_matrix/client/v3/account/whoami", nil).Get("user_id").Str; who != "@ircbot:test.local" {
+			t.Errorf("whoami as the service: %q", who)
+		}
+		alice := "/_matrix/client/v3/account/whoami?user_id=" + url.QueryEscape("@irc_alice:test.local")
+		if who := as.must("GET", alice, nil).Get("user_id").Str; who != "@irc_alice:test.local" {
+			t.Errorf("whoami as irc_alice: %q", who)
+		}
+		for _, u := range []string{"@bob:test.local", "@irc_nobody:test.local", "@irc_alice:elsewhere.test"} {
+			if st, r := as.do("GET", "/_matrix/client/v3/account/whoami?user_id="+url.QueryEscape(u), nil); st != 403 || r.Get("errcode").Str != "M_FORBIDDEN" {
+				t.Errorf("acting as %s: %d %s", u, st, r.Raw)
+			}
+		}
+		// Acting as a user: a room and a message that are irc_alice's.
+		q := "?user_id=" + url.QueryEscape("@irc_alice:test.local")
+		roomID := as.must("POST", "/_matrix/client/v3/createRoom"+q, map[string]any{"preset": "public_chat"}).Get("room_id").Str
+		as.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/t1"+q, map[string]any{"msgtype": "m.text", "body": "hi from IRC"})
+		human := ts.register("dave")
+		human.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), nil)
+		evs := paginateAll(t, human, roomID, 50)
+		if last := evs[len(evs)-1]; last.Get("sender").Str != "@dave:test.local" || evs[len(evs)-2].Get("sender").Str != "@irc_alice:test.local" {
+			t.Errorf("timeline senders: %s / %s", evs[len(evs)-2].Raw, last.Raw)
+		}
+
+		// Login as a namespaced user; never by password (it has none).
+		lr := as.must("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.application_service", "identifier": map[string]any{"type": "m.id.user", "user": "irc_alice"}})
+		if lr.Get("user_id").Str != "@irc_alice:test.local" || lr.Get("access_token").Str == "" {
+			t.Fatalf("login: %s", lr.Raw)
+		}
+		if st, _ := anon.do("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "irc_alice"}, "password": ""}); st != 403 {
+			t.Errorf("password login of an appservice user: %d", st)
+		}
+		if st, _ := as.do("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.application_service", "identifier": map[string]any{"type": "m.id.user", "user": "dave"}}); st != 403 {
+			t.Errorf("appservice login outside the namespace: %d", st)
+		}
+		flows := anon.must("GET", "/_matrix/client/v3/login", nil).Get("flows.#.type").Raw
+		if !strings.Contains(flows, "m.login.application_service") {
+			t.Errorf("login flows: %s", flows)
+		}
+	})
+}
+
+// A registration file with a bad regular expression stops start-up,
+// naming the file.
+func TestAppServiceBadRegistration(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		p := filepath.Join(t.TempDir(), "bad.yaml")
+		os.WriteFile(p, []byte("id: x\nas_token: a\nhs_token: h\nsender_localpart: x\nnamespaces:\n  users:\n    - regex: '@x_(('\n"), 0o600)
+		cfg.AppServiceConfigFiles = []string{p}
+		srv, err := newServer(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err == nil {
+			srv.shutdown(context.Background())
+			t.Fatal("started with a bad registration")
+		}
+		if !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "regular expression") {
+			t.Errorf("error: %v", err)
+		}
+	})
+}
