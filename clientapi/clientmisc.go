@@ -325,7 +325,7 @@ func (a *API) upgradeRoom(r *http.Request) (any, error) {
 			creators = append(creators, c.Str)
 		}
 	}
-	if err := a.limiter.Allow("send:" + d.UserID); err != nil {
+	if err := a.limiter.Allow(d.RateLimitKey("send:" + d.UserID)); err != nil {
 		return nil, err
 	}
 	newID, err := a.rs.UpgradeRoom(r.Context(), roomID, d.UserID, nv.Str, a.profileOf(r, d.Localpart), creators)
@@ -426,7 +426,7 @@ func (a *API) threepidRequestToken(r *http.Request) (any, error) {
 
 // fileReport stores a report, rate-limited per reporter.
 func (a *API) fileReport(r *http.Request, d *auth.Device, rep storage.Report) error {
-	if err := a.limiter.Allow("report:" + d.UserID); err != nil {
+	if err := a.limiter.Allow(d.RateLimitKey("report:" + d.UserID)); err != nil {
 		return err
 	}
 	_, err := a.db.AddReport(r.Context(), rep)

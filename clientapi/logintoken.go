@@ -35,7 +35,7 @@ func (a *API) getLoginToken(r *http.Request) (any, error) {
 	if err := a.checkPasswordAuth(r, body, d); err != nil {
 		return nil, err
 	}
-	if err := a.limiter.Allow("get_token:" + d.UserID); err != nil {
+	if err := a.limiter.Allow(d.RateLimitKey("get_token:" + d.UserID)); err != nil {
 		return nil, err
 	}
 	tok := auth.NewToken()

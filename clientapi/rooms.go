@@ -46,7 +46,7 @@ func (a *API) createRoom(r *http.Request) (any, error) {
 			return nil, httputil.InvalidParam("Invalid user ID in invite: " + u)
 		}
 	}
-	if err := a.limiter.Allow("send:" + d.UserID); err != nil {
+	if err := a.limiter.Allow(d.RateLimitKey("send:" + d.UserID)); err != nil {
 		return nil, err
 	}
 	alias := ""
@@ -292,7 +292,7 @@ func (a *API) send(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.limiter.Allow("send:" + d.UserID); err != nil {
+	if err := a.limiter.Allow(d.RateLimitKey("send:" + d.UserID)); err != nil {
 		return nil, err
 	}
 	// Threads off relations, duplicate annotations (roomserver/relations.go).

@@ -106,7 +106,7 @@ func (m *API) previewURL(r *http.Request) (any, error) {
 		return e.body, nil
 	}
 	p.mu.Unlock()
-	if err := m.limiter.Allow("preview:" + d.UserID); err != nil {
+	if err := m.limiter.Allow(d.RateLimitKey("preview:" + d.UserID)); err != nil {
 		return nil, err
 	}
 	body, err := m.fetchPreview(r.Context(), u, d.UserID)

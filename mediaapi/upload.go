@@ -26,7 +26,7 @@ var (
 // upload handles POST /upload?filename= (spec: "POST /_matrix/media/v3/upload").
 func (m *API) upload(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())
-	if err := m.limiter.Allow("media:" + d.UserID); err != nil {
+	if err := m.limiter.Allow(d.RateLimitKey("media:" + d.UserID)); err != nil {
 		return nil, err
 	}
 	ct, name, err := m.precheck(r, d.UserID)
@@ -48,7 +48,7 @@ func (m *API) upload(r *http.Request) (any, error) {
 // content later (spec: "POST /_matrix/media/v1/create").
 func (m *API) create(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())
-	if err := m.limiter.Allow("media:" + d.UserID); err != nil {
+	if err := m.limiter.Allow(d.RateLimitKey("media:" + d.UserID)); err != nil {
 		return nil, err
 	}
 	id := newMediaID()
@@ -71,7 +71,7 @@ func (m *API) create(r *http.Request) (any, error) {
 func (m *API) uploadTo(r *http.Request) (any, error) {
 	d := auth.FromContext(r.Context())
 	v := httputil.Vars(r)
-	if err := m.limiter.Allow("media:" + d.UserID); err != nil {
+	if err := m.limiter.Allow(d.RateLimitKey("media:" + d.UserID)); err != nil {
 		return nil, err
 	}
 	if v["serverName"] != m.serverName || !validMediaID(v["mediaId"]) {

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,11 +16,11 @@ import (
 
 // asConfig adds an application service registration (users @irc_*,
 // exclusive; sender @ircbot) to a test config.
-func asConfig(t *testing.T, cfg *config.Config) *config.Config {
+func asConfig(t *testing.T, cfg *config.Config, extra ...string) *config.Config {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "irc.yaml")
 	reg := "id: irc\nurl: null\nas_token: as-secret\nhs_token: hs-secret\nsender_localpart: ircbot\n" +
-		"namespaces:\n  users:\n    - exclusive: true\n      regex: '@irc_.*'\n"
+		"namespaces:\n  users:\n    - exclusive: true\n      regex: '@irc_.*'\n" + strings.Join(extra, "")
 	if err := os.WriteFile(p, []byte(reg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +121,32 @@ func TestAppServiceBadRegistration(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "regular expression") {
 			t.Errorf("error: %v", err)
+		}
+	})
+}
+
+// rate_limited: false exempts a service's users (a bridge relays many
+// people); everyone else is still limited.
+func TestAppServiceRateLimited(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		cfg = asConfig(t, cfg, "rate_limited: false\n")
+		cfg.RateLimits.Enabled, cfg.RateLimits.PerSecond, cfg.RateLimits.Burst = true, 0.1, 3
+		ts := startTestServer(t, cfg)
+		as := &client{t: t, base: ts.base, token: "as-secret"}
+		as.must("POST", "/_matrix/client/v3/register", map[string]any{"type": "m.login.application_service", "username": "irc_bob"})
+		q := "?user_id=" + url.QueryEscape("@irc_bob:test.local")
+		roomID := as.must("POST", "/_matrix/client/v3/createRoom"+q, map[string]any{"preset": "public_chat"}).Get("room_id").Str
+		for i := range 20 {
+			as.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/b"+strconv.Itoa(i)+q, map[string]any{"msgtype": "m.text", "body": "relayed"})
+		}
+		human := ts.register("dave")
+		limited := false
+		for i := 0; i < 20 && !limited; i++ {
+			st, res := human.do("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/d"+strconv.Itoa(i), map[string]any{"msgtype": "m.text", "body": "x"})
+			limited = st == 429 && res.Get("errcode").Str == "M_LIMIT_EXCEEDED"
+		}
+		if !limited {
+			t.Error("an ordinary user was not rate-limited")
 		}
 	})
 }

@@ -29,6 +29,18 @@ type Device struct {
 	// with its as_token (acting as UserID: its sender or, with ?user_id=,
 	// a user of its namespace).
 	AppServiceID string
+	// Unlimited: not rate-limited (a service registered with
+	// rate_limited: false).
+	Unlimited bool
+}
+
+// RateLimitKey is key, or "" when the device is not rate-limited (callers
+// skip the limiter for "").
+func (d *Device) RateLimitKey(key string) string {
+	if d != nil && d.Unlimited {
+		return ""
+	}
+	return key
 }
 
 // AppService is an application service as authentication sees it.
@@ -36,6 +48,7 @@ type AppService interface {
 	ServiceID() string
 	Sender() string
 	OwnsUser(userID string) bool
+	ExemptFromRateLimits() bool
 }
 
 // LookupFunc finds the device owning an access-token hash. It returns an
@@ -146,7 +159,8 @@ func (a *Authenticator) appServiceDevice(r *http.Request, as AppService) (*Devic
 	if userID != as.Sender() && a.UserExists != nil && !a.UserExists(r.Context(), lp) {
 		return nil, httputil.Forbidden("Application service has not registered " + userID)
 	}
-	return &Device{UserID: userID, Localpart: lp, DeviceID: r.URL.Query().Get("device_id"), AppServiceID: as.ServiceID()}, nil
+	return &Device{UserID: userID, Localpart: lp, DeviceID: r.URL.Query().Get("device_id"), AppServiceID: as.ServiceID(),
+		Unlimited: as.ExemptFromRateLimits()}, nil
 }
 
 // NewToken returns a new random access token (256 bits).
