@@ -511,6 +511,10 @@ func (s *Server) storeRemote(ctx context.Context, r *room, pdu gomatrixserverlib
 		}
 		return nil
 	}
+	var services []string
+	if inLine {
+		services = s.appServicesFor(e, r.members)
+	}
 	ps, done := s.db.Submit(n, func(tx *storage.Tx) error {
 		p := tx.Positions()
 		i := 1
@@ -539,6 +543,11 @@ func (s *Server) storeRemote(ctx context.Context, r *room, pdu gomatrixserverlib
 		}
 		if err := tx.InsertEvent(ctx, &ev); err != nil {
 			return err
+		}
+		if len(services) > 0 {
+			if err := tx.EnqueueAppService(ctx, services, ev.NID); err != nil {
+				return err
+			}
 		}
 		if redactTarget != "" {
 			if err := tx.MarkRedacted(ctx, redactTarget, ev.EventID); err != nil {
@@ -625,6 +634,9 @@ func (s *Server) storeRemote(ctx context.Context, r *room, pdu gomatrixserverlib
 			wake = append(wake, *e.StateKey)
 		}
 		s.notify.OnRoomEvent(r.id, e.StreamPos, wake)
+	}
+	if len(services) > 0 {
+		s.cfg.AppServices.Queued(services)
 	}
 	return &InputResult{Event: e, Rejected: rejectErr}, nil
 }

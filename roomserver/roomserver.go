@@ -48,6 +48,28 @@ type Config struct {
 	// Policy is the amateur-radio mode (nil: off): events it refuses are
 	// not built, and with its unsigned option ours carry no signatures.
 	Policy *part97.Policy
+	// AppServices, if set, picks the application services that receive
+	// an event; it is queued for them in the event's own write.
+	AppServices AppServiceRouter
+}
+
+// AppServiceRouter routes room events to application services.
+type AppServiceRouter interface {
+	// Interested lists the services that are to receive an event: by its
+	// sender, its state key (a member event's target), its room, or the
+	// room's joined members (members: user -> membership, after the
+	// event).
+	Interested(roomID, sender string, stateKey *string, members map[string]string) []string
+	// Queued is told, after commit, which services have new events.
+	Queued(services []string)
+}
+
+// appServicesFor lists the services an event goes to.
+func (s *Server) appServicesFor(e *storage.Event, members map[string]string) []string {
+	if s.cfg.AppServices == nil {
+		return nil
+	}
+	return s.cfg.AppServices.Interested(e.RoomID, e.Sender, e.StateKey, members)
 }
 
 // Inviter sends an invite to the invitee's server and returns the event
@@ -359,6 +381,7 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 		}
 		destinations = s.serversIn(r.members, target)
 	}
+	services := s.appServicesFor(e, r.members)
 	gen := r.gen.Load()
 	n := 1
 	if isState {
@@ -415,6 +438,11 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 		}
 		if len(destinations) > 0 {
 			if err := tx.EnqueuePDU(ctx, destinations, ev.NID); err != nil {
+				return err
+			}
+		}
+		if len(services) > 0 {
+			if err := tx.EnqueueAppService(ctx, services, ev.NID); err != nil {
 				return err
 			}
 		}
@@ -495,6 +523,9 @@ func (s *Server) store(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, 
 		}
 		if len(destinations) > 0 {
 			s.cfg.Outbound.Queued(destinations)
+		}
+		if len(services) > 0 {
+			s.cfg.AppServices.Queued(services)
 		}
 		return nil
 	}

@@ -2,14 +2,21 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
 
 	"repeater/internal/config"
 )
@@ -147,6 +154,107 @@ func TestAppServiceRateLimited(t *testing.T) {
 		}
 		if !limited {
 			t.Error("an ordinary user was not rate-limited")
+		}
+	})
+}
+
+// fakeAppService is an application service on loopback that records the
+// transactions it accepts; while failing is set it answers 500.
+type fakeAppService struct {
+	mu      sync.Mutex
+	failing bool
+	txns    []string
+	bodies  []string
+	auth    []string
+	srv     *httptest.Server
+}
+
+func newFakeAppService(t *testing.T) *fakeAppService {
+	f := &fakeAppService{}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.failing {
+			w.WriteHeader(500)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		txn := strings.TrimPrefix(r.URL.Path, "/_matrix/app/v1/transactions/")
+		for _, seen := range f.txns {
+			if seen == txn { // a repeat: already taken
+				w.Write([]byte(`{}`))
+				return
+			}
+		}
+		f.txns, f.bodies, f.auth = append(f.txns, txn), append(f.bodies, string(b)), append(f.auth, r.Header.Get("Authorization"))
+		w.Write([]byte(`{}`))
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// bodies are the message bodies pushed so far, in order.
+func (f *fakeAppService) messages() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, b := range f.bodies {
+		for _, e := range gjson.Get(b, "events").Array() {
+			if e.Get("type").Str == "m.room.message" {
+				out = append(out, e.Get("content.body").Str)
+			}
+		}
+	}
+	return out
+}
+
+// Events in rooms with a namespaced member are pushed to the service in
+// order (spec: "Pushing events"), with its hs_token; while the service
+// is down they wait in the database, across a restart of the homeserver,
+// and nothing is lost or repeated.
+func TestAppServicePush(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		fake := newFakeAppService(t)
+		cfg = asConfig(t, cfg)
+		b, _ := os.ReadFile(cfg.AppServiceConfigFiles[0])
+		os.WriteFile(cfg.AppServiceConfigFiles[0], []byte(strings.Replace(string(b), "url: null", "url: "+fake.srv.URL, 1)), 0o600)
+		ts := startTestServer(t, cfg)
+		as := &client{t: t, base: ts.base, token: "as-secret"}
+		as.must("POST", "/_matrix/client/v3/register", map[string]any{"type": "m.login.application_service", "username": "irc_alice"})
+		human := ts.register("dave")
+		roomID := human.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
+		human.send(roomID, "before the ghost") // no namespaced member yet: not pushed
+		as.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?user_id="+url.QueryEscape("@irc_alice:test.local"), nil)
+		human.send(roomID, "m0")
+		waitFor(t, 15*time.Second, "m0 pushed", func() bool { return len(fake.messages()) == 1 })
+		fake.mu.Lock()
+		if fake.auth[0] != "Bearer hs-secret" {
+			t.Errorf("authorization %q", fake.auth[0])
+		}
+		fake.mu.Unlock()
+
+		// The service is down; then the homeserver restarts.
+		fake.mu.Lock()
+		fake.failing = true
+		fake.mu.Unlock()
+		for i := 1; i <= 5; i++ {
+			human.send(roomID, "m"+strconv.Itoa(i))
+		}
+		time.Sleep(300 * time.Millisecond)
+		ts.stop()
+		ts = startTestServer(t, cfg)
+		human.base = ts.base
+		human.send(roomID, "m6")
+		fake.mu.Lock()
+		fake.failing = false
+		fake.mu.Unlock()
+		// Any request from the service retries at once.
+		(&client{t: t, base: ts.base, token: "as-secret"}).must("GET", "/_matrix/client/v3/account/whoami", nil)
+		want := "[m0 m1 m2 m3 m4 m5 m6]"
+		waitFor(t, 20*time.Second, "every message pushed once, in order", func() bool { return fmt.Sprint(fake.messages()) == want })
+		time.Sleep(200 * time.Millisecond)
+		if got := fmt.Sprint(fake.messages()); got != want {
+			t.Fatalf("pushed %s, want %s", got, want)
 		}
 	})
 }

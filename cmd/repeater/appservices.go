@@ -6,6 +6,7 @@ import (
 
 	"repeater/appservice"
 	"repeater/internal/config"
+	"repeater/roomserver"
 	"repeater/storage"
 )
 
@@ -28,4 +29,31 @@ func appServices(ctx context.Context, cfg *config.Config, db *storage.DB) (*apps
 		}
 	}
 	return set, nil
+}
+
+// appServiceRouter gives the roomserver the services' interest in events
+// and tells the pusher (made after the roomserver it reads from) of new
+// ones.
+type appServiceRouter struct {
+	set    *appservice.Set
+	pusher *appservice.Pusher
+}
+
+// orNil is the router, or no router at all when no service is configured
+// (the roomserver then skips the work).
+func (r *appServiceRouter) orNil() roomserver.AppServiceRouter {
+	if len(r.set.All()) == 0 {
+		return nil
+	}
+	return r
+}
+
+func (r *appServiceRouter) Interested(roomID, sender string, stateKey *string, members map[string]string) []string {
+	return r.set.Interested(roomID, sender, stateKey, members)
+}
+
+func (r *appServiceRouter) Queued(services []string) {
+	if r.pusher != nil {
+		r.pusher.Queued(services)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"repeater/adminapi"
+	"repeater/appservice"
 	"repeater/clientapi"
 	"repeater/federationapi"
 	"repeater/internal/auth"
@@ -72,6 +73,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		db.Close()
 		return nil, err
 	}
+	asRouter := &appServiceRouter{set: services}
 	fapi, err := federationapi.New(federationapi.Deps{Config: cfg, KeyID: key.KeyID, PrivateKey: key.PrivateKey, DB: db, Log: log, Version: version, Policy: policy})
 	if err != nil {
 		db.Close()
@@ -85,6 +87,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		Outbound:       fapi.Sender,
 		Inviter:        fapi,
 		Policy:         policy,
+		AppServices:    asRouter.orNil(),
 	}, db, notifiers{notifier, push, fapi.DeviceListWatcher()}, log)
 	push.Worker = pusher.New(db, rs, cfg.ServerName, cfg.Push.SkipTLSVerify, log)
 	authn := &auth.Authenticator{ServerName: cfg.ServerName, Log: log, Lookup: func(ctx context.Context, hash string) (string, string, bool, error) {
@@ -95,7 +98,14 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		return d.Localpart, d.DeviceID, d.IsGuest, nil
 	}}
 	authn.Seen = lastSeen(storage.NewSeenRecorder(db)) // admin.go
-	authn.AppService = services.ForToken
+	asRouter.pusher = appservice.NewPusher(services, db, rs, cfg.AppServiceSkipTLSVerify, log)
+	authn.AppService = func(tok string) auth.AppService {
+		as := services.ForToken(tok)
+		if as != nil {
+			asRouter.pusher.Wake(as.ServiceID()) // a service that speaks is up
+		}
+		return as
+	}
 	authn.UserExists = func(ctx context.Context, localpart string) bool {
 		acct, err := db.GetAccount(ctx, localpart)
 		return err == nil && !acct.Deactivated
@@ -149,6 +159,8 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 	go func() { defer s.wg.Done(); fapi.Run(runCtx) }()
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); push.Worker.Run(runCtx) }()
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); asRouter.pusher.Run(runCtx) }()
 	if policy.On() && len(cfg.Part97.MeshRooms) > 0 {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); fapi.KeepReplicas(runCtx, cfg.Part97.MeshRooms, policy.Callsign+" station") }()

@@ -95,6 +95,9 @@ type Config struct {
 
 	// AppServiceConfigFiles are application-service registration files.
 	AppServiceConfigFiles []string `yaml:"app_service_config_files"`
+	// AppServiceSkipTLSVerify does not check application services'
+	// certificates (test networks only).
+	AppServiceSkipTLSVerify bool `yaml:"app_service_skip_tls_verify"`
 
 	Presence struct {
 		Enabled bool `yaml:"enabled"`

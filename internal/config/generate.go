@@ -60,6 +60,7 @@ func Generate(opts GenerateOptions) (string, error) {
 		c.RateLimits.Enabled = false
 		c.Federation.SkipTLSVerify = true
 		c.Push.SkipTLSVerify = true
+		c.AppServiceSkipTLSVerify = true
 		c.Media.URLPreview.Enabled = true
 		c.Media.URLPreview.AllowPrivate = true
 		c.Media.URLPreview.SkipTLSVerify = true
