@@ -180,7 +180,7 @@ func (p *Pusher) send(ctx context.Context, r *Registration, items []storage.AppS
 		return err
 	}
 	txnID := strconv.FormatInt(items[len(items)-1].ID, 10)
-	u := strings.TrimSuffix(*r.URL, "/") + "/_matrix/app/v1/transactions/" + txnID
+	u := trimSlash(*r.URL) + "/_matrix/app/v1/transactions/" + txnID
 	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(tctx, http.MethodPut, u, bytes.NewReader(body))
@@ -199,3 +199,5 @@ func (p *Pusher) send(ctx context.Context, r *Registration, items []storage.AppS
 	}
 	return nil
 }
+
+func trimSlash(u string) string { return strings.TrimSuffix(u, "/") }

@@ -166,6 +166,7 @@ type fakeAppService struct {
 	txns    []string
 	bodies  []string
 	auth    []string
+	pings   []string
 	srv     *httptest.Server
 }
 
@@ -179,6 +180,11 @@ func newFakeAppService(t *testing.T) *fakeAppService {
 			return
 		}
 		b, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/_matrix/app/v1/ping" {
+			f.pings = append(f.pings, gjson.GetBytes(b, "transaction_id").Str+" "+r.Header.Get("Authorization"))
+			w.Write([]byte(`{}`))
+			return
+		}
 		txn := strings.TrimPrefix(r.URL.Path, "/_matrix/app/v1/transactions/")
 		for _, seen := range f.txns {
 			if seen == txn { // a repeat: already taken
@@ -216,8 +222,7 @@ func TestAppServicePush(t *testing.T) {
 	eachDialect(t, func(t *testing.T, cfg *config.Config) {
 		fake := newFakeAppService(t)
 		cfg = asConfig(t, cfg)
-		b, _ := os.ReadFile(cfg.AppServiceConfigFiles[0])
-		os.WriteFile(cfg.AppServiceConfigFiles[0], []byte(strings.Replace(string(b), "url: null", "url: "+fake.srv.URL, 1)), 0o600)
+		withURL(t, cfg, fake.srv.URL)
 		ts := startTestServer(t, cfg)
 		as := &client{t: t, base: ts.base, token: "as-secret"}
 		as.must("POST", "/_matrix/client/v3/register", map[string]any{"type": "m.login.application_service", "username": "irc_alice"})
@@ -255,6 +260,51 @@ func TestAppServicePush(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		if got := fmt.Sprint(fake.messages()); got != want {
 			t.Fatalf("pushed %s, want %s", got, want)
+		}
+	})
+}
+
+// withURL points the test registration at a fake service.
+func withURL(t *testing.T, cfg *config.Config, u string) {
+	b, err := os.ReadFile(cfg.AppServiceConfigFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(cfg.AppServiceConfigFiles[0], []byte(strings.Replace(string(b), "url: null", "url: "+u, 1)), 0o600)
+}
+
+// A service asks the homeserver to ping it (spec v1.7, "Pinging"); only
+// the service itself may, and failures say what went wrong.
+func TestAppServicePing(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		noURL := startTestServer(t, asConfig(t, newTestConfig(t, cfg.Database)))
+		as := &client{t: t, base: noURL.base, token: "as-secret"}
+		if st, r := as.do("POST", "/_matrix/client/v1/appservice/irc/ping", map[string]any{}); st != 400 || r.Get("errcode").Str != "M_URL_NOT_SET" {
+			t.Errorf("no url: %d %s", st, r.Raw)
+		}
+		noURL.stop()
+
+		fake := newFakeAppService(t)
+		cfg = asConfig(t, cfg)
+		withURL(t, cfg, fake.srv.URL)
+		ts := startTestServer(t, cfg)
+		as = &client{t: t, base: ts.base, token: "as-secret"}
+		r := as.must("POST", "/_matrix/client/v1/appservice/irc/ping", map[string]any{"transaction_id": "p1"})
+		if !r.Get("duration_ms").Exists() {
+			t.Errorf("ping: %s", r.Raw)
+		}
+		fake.mu.Lock()
+		if len(fake.pings) != 1 || fake.pings[0] != "p1 Bearer hs-secret" {
+			t.Errorf("pings the service saw: %q", fake.pings)
+		}
+		fake.failing = true
+		fake.mu.Unlock()
+		if st, r := as.do("POST", "/_matrix/client/v1/appservice/irc/ping", map[string]any{}); st != 502 || r.Get("errcode").Str != "M_BAD_STATUS" || r.Get("status").Int() != 500 {
+			t.Errorf("failing service: %d %s", st, r.Raw)
+		}
+		human := ts.register("dave")
+		if st, _ := human.do("POST", "/_matrix/client/v1/appservice/irc/ping", map[string]any{}); st != 403 {
+			t.Errorf("a user pinged the service: %d", st)
 		}
 	})
 }

@@ -137,6 +137,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 	aapi.ClientRoutes(c, authn) // /admin/whois
 	v1 := root.PathPrefix("/_matrix/client/v1").Subrouter()
 	capi.V1Routes(v1, authn)
+	asRouter.pusher.V1Routes(v1, authn) // application service ping
 	sapi.V1Routes(v1, authn) // relations, threads
 	capi.RootRoutes(root)
 	fapi.Routes(root)
