@@ -138,7 +138,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 	v1 := root.PathPrefix("/_matrix/client/v1").Subrouter()
 	capi.V1Routes(v1, authn)
 	asRouter.pusher.V1Routes(v1, authn) // application service ping
-	sapi.V1Routes(v1, authn) // relations, threads
+	sapi.V1Routes(v1, authn)            // relations, threads
 	capi.RootRoutes(root)
 	fapi.Routes(root)
 	mapi.Routes(root, authn)
