@@ -110,6 +110,35 @@ func (s *Set) Interested(roomID, sender string, stateKey *string, members map[st
 	return out
 }
 
+// HasAliasNamespaces reports whether any service with a url has alias
+// namespaces (only then are a room's aliases worth looking up per event).
+func (s *Set) HasAliasNamespaces() bool {
+	for _, r := range s.All() {
+		if r.URL != nil && *r.URL != "" && len(r.Namespaces.Aliases) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// InterestedInAliases lists the services (with a url) whose alias
+// namespaces include one of a room's aliases.
+func (s *Set) InterestedInAliases(aliases []string) []string {
+	var out []string
+	for _, r := range s.All() {
+		if r.URL == nil || *r.URL == "" {
+			continue
+		}
+		for _, a := range aliases {
+			if matches(r.Namespaces.Aliases, a, false) {
+				out = append(out, r.ID)
+				break
+			}
+		}
+	}
+	return out
+}
+
 func (r *Registration) hasMember(members map[string]string) bool {
 	for u, m := range members {
 		if m == "join" && r.OwnsUser(u) {

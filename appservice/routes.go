@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -74,3 +75,49 @@ func (p *Pusher) ping(r *http.Request) (any, error) {
 	p.Wake(id)
 	return map[string]any{"duration_ms": time.Since(start).Milliseconds()}, nil
 }
+
+// QueryAlias asks the services whose alias namespaces include alias
+// whether it exists (spec: "Querying", GET /_matrix/app/v1/rooms/{alias});
+// a service that answers 200 has made it. It reports whether one did.
+func (p *Pusher) QueryAlias(ctx context.Context, alias string) bool {
+	return p.query(ctx, func(r *Registration) bool { return matches(r.Namespaces.Aliases, alias, false) }, "/_matrix/app/v1/rooms/"+url.PathEscape(alias))
+}
+
+// QueryUser asks the services whose user namespaces include userID whether
+// the user exists (GET /_matrix/app/v1/users/{userId}); a service that
+// answers 200 has registered it.
+func (p *Pusher) QueryUser(ctx context.Context, userID string) bool {
+	return p.query(ctx, func(r *Registration) bool { return matches(r.Namespaces.Users, userID, false) }, "/_matrix/app/v1/users/"+url.PathEscape(userID))
+}
+
+func (p *Pusher) query(ctx context.Context, interested func(*Registration) bool, path string) bool {
+	for _, r := range p.set.All() {
+		if r.URL == nil || *r.URL == "" || !interested(r) {
+			continue
+		}
+		qctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		req, err := http.NewRequestWithContext(qctx, http.MethodGet, trimSlash(*r.URL)+path, nil)
+		if err != nil {
+			cancel()
+			continue
+		}
+		req.Header.Set("Authorization", "Bearer "+r.HSToken)
+		resp, err := p.client.Do(req)
+		cancel()
+		if err != nil {
+			p.log.Info("application service query failed", "service", r.ID, "path", path, "err", err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 == 2 {
+			return true
+		}
+	}
+	return false
+}
+
+// ForToken, HoldsUser and AliasHolder are the Set's (the client API takes
+// the pusher as its view of the services).
+func (p *Pusher) ForToken(tok string) auth.AppService { return p.set.ForToken(tok) }
+func (p *Pusher) HoldsUser(userID string) bool     { return p.set.HoldsUser(userID) }
+func (p *Pusher) AliasHolder(alias string) string  { return p.set.AliasHolder(alias) }

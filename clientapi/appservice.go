@@ -1,12 +1,16 @@
 package clientapi
 
 import (
+	"context"
+	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/tidwall/gjson"
 
 	"repeater/internal/auth"
 	"repeater/internal/httputil"
+	"repeater/storage"
 )
 
 // AppServices are the configured application services (spec: Application
@@ -19,6 +23,21 @@ type AppServices interface {
 	// AliasHolder is the ID of the service holding a room alias
 	// exclusively, or "".
 	AliasHolder(alias string) string
+	// QueryAlias and QueryUser ask the services whose namespaces include
+	// an unknown alias or user to make it (spec: "Querying"); they report
+	// whether one did.
+	QueryAlias(ctx context.Context, alias string) bool
+	QueryUser(ctx context.Context, userID string) bool
+}
+
+// localAlias resolves an alias of this server, asking the application
+// services about one that is unknown.
+func (a *API) localAlias(ctx context.Context, alias string) (string, error) {
+	roomID, _, err := a.db.ResolveAlias(ctx, alias)
+	if errors.Is(err, storage.ErrNotFound) && a.as != nil && a.as.QueryAlias(ctx, alias) {
+		roomID, _, err = a.db.ResolveAlias(ctx, alias)
+	}
+	return roomID, err
 }
 
 // loginTypeAppService is the registration and login type of application
@@ -96,4 +115,20 @@ func (a *API) exclusiveToAppService(username string) error {
 		return httputil.Err(400, "M_EXCLUSIVE", "This user name is reserved by an application service")
 	}
 	return nil
+}
+
+// askAppServicesForUser lets the application services make a local user
+// that is invited before it exists (spec: "Querying": a bridge creates
+// its ghost users on demand).
+func (a *API) askAppServicesForUser(ctx context.Context, userID string) {
+	if a.as == nil || !strings.HasSuffix(userID, ":"+a.serverName) {
+		return
+	}
+	lp, err := a.localpartFromUser(userID)
+	if err != nil {
+		return
+	}
+	if _, err := a.db.GetAccount(ctx, lp); errors.Is(err, storage.ErrNotFound) {
+		a.as.QueryUser(ctx, userID)
+	}
 }

@@ -202,7 +202,7 @@ func (a *API) getAlias(r *http.Request) (any, error) {
 		}
 		return map[string]any{"room_id": roomID, "servers": servers}, nil
 	}
-	roomID, _, err := a.db.ResolveAlias(r.Context(), alias)
+	roomID, err := a.localAlias(r.Context(), alias)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, httputil.NotFound("Room alias " + alias + " not found")
 	}

@@ -97,7 +97,7 @@ func (a *API) createRoom(r *http.Request) (any, error) {
 // resolveRoom turns a room ID or alias into a room ID.
 func (a *API) resolveRoom(r *http.Request, idOrAlias string) (string, error) {
 	if strings.HasPrefix(idOrAlias, "#") {
-		roomID, _, err := a.db.ResolveAlias(r.Context(), idOrAlias)
+		roomID, err := a.localAlias(r.Context(), idOrAlias)
 		if errors.Is(err, storage.ErrNotFound) {
 			return "", httputil.NotFound("Room alias not found")
 		}
@@ -251,6 +251,7 @@ func (a *API) membership(action string) httputil.Handler {
 			if mem, err := a.rs.Membership(r.Context(), roomID, d.UserID); err == nil && mem != spec.Join {
 				return nil, httputil.Forbidden("You are not in this room")
 			}
+			a.askAppServicesForUser(r.Context(), target.Str)
 		}
 		var extra map[string]any
 		if action == "invite" && gjson.GetBytes(body, "is_direct").Bool() {

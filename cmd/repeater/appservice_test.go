@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -167,6 +168,9 @@ type fakeAppService struct {
 	bodies  []string
 	auth    []string
 	pings   []string
+	queries []string
+	// onQuery answers user and alias queries (true: it made the thing).
+	onQuery func(path string) bool
 	srv     *httptest.Server
 }
 
@@ -180,6 +184,15 @@ func newFakeAppService(t *testing.T) *fakeAppService {
 			return
 		}
 		b, _ := io.ReadAll(r.Body)
+		if f.onQuery != nil && (strings.HasPrefix(r.URL.Path, "/_matrix/app/v1/users/") || strings.HasPrefix(r.URL.Path, "/_matrix/app/v1/rooms/")) {
+			f.queries = append(f.queries, r.URL.Path)
+			if f.onQuery(r.URL.Path) {
+				w.Write([]byte(`{}`))
+			} else {
+				w.WriteHeader(404)
+			}
+			return
+		}
 		if r.URL.Path == "/_matrix/app/v1/ping" {
 			f.pings = append(f.pings, gjson.GetBytes(b, "transaction_id").Str+" "+r.Header.Get("Authorization"))
 			w.Write([]byte(`{}`))
@@ -305,6 +318,52 @@ func TestAppServicePing(t *testing.T) {
 		human := ts.register("dave")
 		if st, _ := human.do("POST", "/_matrix/client/v1/appservice/irc/ping", map[string]any{}); st != 403 {
 			t.Errorf("a user pinged the service: %d", st)
+		}
+	})
+}
+
+// A bridge makes its ghosts and portal rooms on demand (spec: "Querying"):
+// inviting an unknown namespaced user, or joining an unknown namespaced
+// alias, asks the service, which makes them; then the request succeeds.
+func TestAppServiceQueries(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		fake := newFakeAppService(t)
+		cfg = asConfig(t, cfg, "  aliases:\n    - exclusive: true\n      regex: '#irc_.*'\n")
+		withURL(t, cfg, fake.srv.URL)
+		ts := startTestServer(t, cfg)
+		as := &client{t: t, base: ts.base, token: "as-secret"}
+		fake.onQuery = func(path string) bool {
+			switch {
+			case strings.HasSuffix(path, "/@irc_ghost:test.local"):
+				as.must("POST", "/_matrix/client/v3/register", map[string]any{"type": "m.login.application_service", "username": "irc_ghost"})
+				return true
+			case strings.HasSuffix(path, "/#irc_portal:test.local"): // the path as decoded
+				room := as.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).Get("room_id").Str
+				as.must("PUT", "/_matrix/client/v3/directory/room/"+url.PathEscape("#irc_portal:test.local"), map[string]any{"room_id": room})
+				return true
+			}
+			return false
+		}
+		human := ts.register("dave")
+		roomID := human.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat"}).Get("room_id").Str
+		human.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/invite", map[string]any{"user_id": "@irc_ghost:test.local"})
+		if m := human.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.member/"+url.PathEscape("@irc_ghost:test.local"), nil).Get("membership").Str; m != "invite" {
+			t.Errorf("ghost membership %q", m)
+		}
+		portal := human.must("POST", "/_matrix/client/v3/join/"+url.PathEscape("#irc_portal:test.local"), nil).Get("room_id").Str
+		if portal == "" {
+			t.Fatal("no portal room")
+		}
+		// The portal's events reach the service through its alias.
+		human.send(portal, "hello portal")
+		waitFor(t, 15*time.Second, "the portal message pushed", func() bool { return slices.Contains(fake.messages(), "hello portal") })
+		if st, _ := human.do("GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#irc_nothing:test.local"), nil); st != 404 {
+			t.Errorf("an alias the service does not make: %d", st)
+		}
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		if len(fake.queries) != 3 {
+			t.Errorf("queries: %q", fake.queries)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"repeater/appservice"
 	"repeater/internal/config"
@@ -35,8 +36,10 @@ func appServices(ctx context.Context, cfg *config.Config, db *storage.DB) (*apps
 // and tells the pusher (made after the roomserver it reads from) of new
 // ones.
 type appServiceRouter struct {
-	set    *appservice.Set
-	pusher *appservice.Pusher
+	set             *appservice.Set
+	db              *storage.DB
+	aliasNamespaces bool
+	pusher          *appservice.Pusher
 }
 
 // orNil is the router, or no router at all when no service is configured
@@ -49,7 +52,20 @@ func (r *appServiceRouter) orNil() roomserver.AppServiceRouter {
 }
 
 func (r *appServiceRouter) Interested(roomID, sender string, stateKey *string, members map[string]string) []string {
-	return r.set.Interested(roomID, sender, stateKey, members)
+	ids := r.set.Interested(roomID, sender, stateKey, members)
+	if r.aliasNamespaces {
+		// A room with an alias in a service's namespace is that service's
+		// to see: one indexed lookup per event, only when some service has
+		// alias namespaces.
+		if aliases, err := r.db.RoomAliases(context.Background(), roomID); err == nil && len(aliases) > 0 {
+			for _, id := range r.set.InterestedInAliases(aliases) {
+				if !slices.Contains(ids, id) {
+					ids = append(ids, id)
+				}
+			}
+		}
+	}
+	return ids
 }
 
 func (r *appServiceRouter) Queued(services []string) {

@@ -73,7 +73,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		db.Close()
 		return nil, err
 	}
-	asRouter := &appServiceRouter{set: services}
+	asRouter := &appServiceRouter{set: services, db: db, aliasNamespaces: services.HasAliasNamespaces()}
 	fapi, err := federationapi.New(federationapi.Deps{Config: cfg, KeyID: key.KeyID, PrivateKey: key.PrivateKey, DB: db, Log: log, Version: version, Policy: policy})
 	if err != nil {
 		db.Close()
@@ -110,7 +110,7 @@ func newServer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*serv
 		acct, err := db.GetAccount(ctx, localpart)
 		return err == nil && !acct.Deactivated
 	}
-	capi := clientapi.New(cfg, db, rs, notifier, fapi, push.Worker, policy, services, log)
+	capi := clientapi.New(cfg, db, rs, notifier, fapi, push.Worker, policy, asRouter.pusher, log)
 	aapi := adminapi.New(adminapi.Deps{Config: cfg, DB: db, Rooms: rs, Accounts: capi, Notify: notifier, Log: log, Version: version, Federation: true})
 	sapi := syncapi.New(db, rs, notifier, cfg.Presence.Enabled, fapi, push.Worker, cfg.ServerName, log)
 	fapi.Attach(rs, sapi)
