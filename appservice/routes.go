@@ -119,5 +119,5 @@ func (p *Pusher) query(ctx context.Context, interested func(*Registration) bool,
 // ForToken, HoldsUser and AliasHolder are the Set's (the client API takes
 // the pusher as its view of the services).
 func (p *Pusher) ForToken(tok string) auth.AppService { return p.set.ForToken(tok) }
-func (p *Pusher) HoldsUser(userID string) bool     { return p.set.HoldsUser(userID) }
-func (p *Pusher) AliasHolder(alias string) string  { return p.set.AliasHolder(alias) }
+func (p *Pusher) HoldsUser(userID string) bool        { return p.set.HoldsUser(userID) }
+func (p *Pusher) AliasHolder(alias string) string     { return p.set.AliasHolder(alias) }
