@@ -261,7 +261,7 @@ func (a *API) createAccountAndLogin(r *http.Request, username, password string, 
 	userID := "@" + username + ":" + a.serverName
 	resp := map[string]any{"user_id": userID, "home_server": a.serverName}
 	if gjson.GetBytes(body, "inhibit_login").Bool() {
-		a.autoJoin(r.Context(), username, displayName)
+		a.autoJoin(r.Context(), username, displayName, body)
 		return resp, nil
 	}
 	deviceID := gjson.GetBytes(body, "device_id").Str
@@ -270,7 +270,7 @@ func (a *API) createAccountAndLogin(r *http.Request, username, password string, 
 		return nil, err
 	}
 	resp["access_token"], resp["device_id"] = tok, deviceID
-	a.autoJoin(r.Context(), username, displayName)
+	a.autoJoin(r.Context(), username, displayName, body)
 	return resp, nil
 }
 

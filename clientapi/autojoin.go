@@ -21,7 +21,10 @@ import (
 // the station (federationapi.KeepReplicas), which joins local users once
 // it holds the room. A room that cannot be joined is logged and skipped:
 // registration does not fail for it.
-func (a *API) autoJoin(ctx context.Context, localpart, displayName string) {
+func (a *API) autoJoin(ctx context.Context, localpart, displayName string, body []byte) {
+	if gjson.GetBytes(body, "type").Str == loginTypeAppService {
+		return // an application service's user (a bridge's ghost): not a person joining the server
+	}
 	rooms := a.cfg.AutoJoinRooms
 	mesh := map[string]bool{}
 	if a.policy.On() {
