@@ -132,3 +132,33 @@ func (a *API) askAppServicesForUser(ctx context.Context, userID string) {
 		a.as.QueryUser(ctx, userID)
 	}
 }
+
+// putNetworkListing handles PUT and DELETE
+// /directory/list/appservice/{networkId}/{roomId}: an application service
+// publishes a room in (or removes it from) its network's own public room
+// list.
+func (a *API) putNetworkListing(r *http.Request) (any, error) {
+	d := auth.FromContext(r.Context())
+	if d.AppServiceID == "" {
+		return nil, httputil.Forbidden("Only application services have network room lists")
+	}
+	v := vars(r)
+	if _, err := a.rs.RoomVersion(r.Context(), v["roomId"]); err != nil {
+		return nil, err
+	}
+	listed := false
+	if r.Method == http.MethodPut {
+		body, err := httputil.ReadBody(r, httputil.MaxBody, false)
+		if err != nil {
+			return nil, err
+		}
+		switch gjson.GetBytes(body, "visibility").Str {
+		case "public":
+			listed = true
+		case "private":
+		default:
+			return nil, httputil.InvalidParam("visibility must be public or private")
+		}
+	}
+	return struct{}{}, a.db.SetNetworkListing(r.Context(), d.AppServiceID, v["networkId"], v["roomId"], listed)
+}

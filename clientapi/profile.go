@@ -393,6 +393,15 @@ func (a *API) publicRooms(r *http.Request) (any, error) {
 		limit = gjson.GetBytes(body, "limit").Int()
 		since = gjson.GetBytes(body, "since").String()
 		filter = gjson.GetBytes(body, "filter.generic_search_term").Str
+		// Application service networks' lists (their third-party
+		// instance IDs are "<service id>|<network id>").
+		if inst := gjson.GetBytes(body, "third_party_instance_id").Str; inst != "" {
+			svc, network, _ := strings.Cut(inst, "|")
+			return a.rs.PublicRoomList(r.Context(), storage.RoomList{ServiceID: svc, NetworkID: network}, limit, since, filter)
+		}
+		if gjson.GetBytes(body, "include_all_networks").Bool() {
+			return a.rs.PublicRoomList(r.Context(), storage.RoomList{All: true}, limit, since, filter)
+		}
 	} else {
 		limit = parseInt(q.Get("limit"))
 		since = q.Get("since")

@@ -74,6 +74,7 @@ func (a *API) Routes(c *mux.Router, authn *auth.Authenticator) {
 		c.Handle("/directory/room/{alias}", authed(a.deleteAlias)).Methods("DELETE")
 		c.Handle("/directory/list/room/{roomId}", j(a.getDirectoryVisibility)).Methods("GET")
 		c.Handle("/directory/list/room/{roomId}", authed(a.putDirectoryVisibility)).Methods("PUT")
+		c.Handle("/directory/list/appservice/{networkId}/{roomId}", authed(a.putNetworkListing)).Methods("PUT", "DELETE") // appservice.go
 		c.Handle("/publicRooms", j(a.publicRooms)).Methods("GET", "POST")
 		c.Handle("/search", authed(a.search)).Methods("POST")                             // search.go
 		c.Handle("/user_directory/search", authed(a.userDirectorySearch)).Methods("POST") // userdir.go

@@ -17,9 +17,16 @@ import (
 // servers): most joined members first, filtered by a search term over
 // name, topic and alias. since is a "p<offset>" token.
 func (s *Server) PublicRooms(ctx context.Context, limit int64, since, filter string) (map[string]any, error) {
+	return s.PublicRoomList(ctx, storage.RoomList{}, limit, since, filter)
+}
+
+// PublicRoomList is PublicRooms for one list: the server's own, an
+// application service network's, or all (spec: third_party_instance_id,
+// include_all_networks).
+func (s *Server) PublicRoomList(ctx context.Context, list storage.RoomList, limit int64, since, filter string) (map[string]any, error) {
 	offset := parseDirToken(since)
 	filter = strings.ToLower(filter)
-	rooms, err := s.db.PublishedRoomStates(ctx)
+	rooms, err := s.db.PublishedRoomStates(ctx, list)
 	if err != nil {
 		return nil, err
 	}

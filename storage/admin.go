@@ -439,6 +439,7 @@ func (db *DB) PurgeRoom(ctx context.Context, roomID string) error {
 			`DELETE FROM remote_invites WHERE room_id = $1`,
 			`DELETE FROM room_gaps WHERE room_id = $1`,
 			`DELETE FROM room_publicity WHERE room_id = $1`,
+			`DELETE FROM appservice_room_lists WHERE room_id = $1`,
 			`DELETE FROM notifications WHERE room_id = $1`,
 			`DELETE FROM account_data WHERE room_id = $1`,
 			`DELETE FROM room_history_purges WHERE room_id = $1`,

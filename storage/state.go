@@ -212,13 +212,46 @@ type PublicRoomState struct {
 	State map[string][]byte
 }
 
+// RoomList picks a public room list: the server's own (zero value), one
+// application service network's (ServiceID and NetworkID), or all of them.
+type RoomList struct {
+	ServiceID, NetworkID string
+	All                  bool
+}
+
+func (l RoomList) where() (string, []any) {
+	const inNetwork = `r.room_id IN (SELECT room_id FROM appservice_room_lists`
+	switch {
+	case l.All:
+		return `(r.published = 1 OR ` + inNetwork + `))`, nil
+	case l.ServiceID != "":
+		return inNetwork + ` WHERE service_id = $1 AND network_id = $2)`, []any{l.ServiceID, l.NetworkID}
+	}
+	return `r.published = 1`, nil
+}
+
+// SetNetworkListing adds a room to, or removes it from, an application
+// service network's public room list.
+func (db *DB) SetNetworkListing(ctx context.Context, serviceID, networkID, roomID string, listed bool) error {
+	return db.Write(ctx, func(tx *Tx) error {
+		if !listed {
+			_, err := tx.ExecContext(ctx, `DELETE FROM appservice_room_lists WHERE service_id = $1 AND network_id = $2 AND room_id = $3`, serviceID, networkID, roomID)
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO appservice_room_lists (service_id, network_id, room_id) VALUES ($1, $2, $3)
+			ON CONFLICT (service_id, network_id, room_id) DO NOTHING`, serviceID, networkID, roomID)
+		return err
+	})
+}
+
 // PublishedRoomStates returns every published room with its joined member
 // count and the current content of the state events the directory shows,
 // in two queries.
-func (db *DB) PublishedRoomStates(ctx context.Context) ([]*PublicRoomState, error) {
+func (db *DB) PublishedRoomStates(ctx context.Context, list RoomList) ([]*PublicRoomState, error) {
+	where, args := list.where()
 	rows, err := db.R().QueryContext(ctx, `SELECT r.room_id, COUNT(cs.state_key) FROM rooms r
 		LEFT JOIN current_state cs ON cs.room_id = r.room_id AND cs.type = 'm.room.member' AND cs.membership = 'join'
-		WHERE r.published = 1 GROUP BY r.room_id`)
+		WHERE `+where+` GROUP BY r.room_id`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -238,10 +271,10 @@ func (db *DB) PublishedRoomStates(ctx context.Context) ([]*PublicRoomState, erro
 		return nil, err
 	}
 	rows, err = db.R().QueryContext(ctx, `SELECT cs.room_id, cs.type, e.json FROM current_state cs
-		JOIN rooms r ON r.room_id = cs.room_id AND r.published = 1
+		JOIN rooms r ON r.room_id = cs.room_id AND `+where+`
 		JOIN events e ON e.stream_pos = cs.event_nid
 		WHERE cs.state_key = '' AND cs.type IN ('m.room.name', 'm.room.topic', 'm.room.canonical_alias', 'm.room.avatar',
-			'm.room.history_visibility', 'm.room.guest_access', 'm.room.join_rules', 'm.room.create')`)
+			'm.room.history_visibility', 'm.room.guest_access', 'm.room.join_rules', 'm.room.create')`, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -367,3 +367,35 @@ func TestAppServiceQueries(t *testing.T) {
 		}
 	})
 }
+
+// A bridge publishes its portal rooms in its network's own list, apart
+// from the server's main list (third_party_instance_id "<id>|<network>").
+func TestAppServiceRoomLists(t *testing.T) {
+	eachDialect(t, func(t *testing.T, cfg *config.Config) {
+		ts := startTestServer(t, asConfig(t, cfg))
+		as := &client{t: t, base: ts.base, token: "as-secret"}
+		human := ts.register("dave")
+		roomID := human.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "visibility": "private"}).Get("room_id").Str
+		listing := "/_matrix/client/v3/directory/list/appservice/libera/" + url.PathEscape(roomID)
+		if st, _ := human.do("PUT", listing, map[string]any{"visibility": "public"}); st != 403 {
+			t.Errorf("a user published in a network list: %d", st)
+		}
+		as.must("PUT", listing, map[string]any{"visibility": "public"})
+		listed := func(body map[string]any) bool {
+			for _, r := range human.must("POST", "/_matrix/client/v3/publicRooms", body).Get("chunk").Array() {
+				if r.Get("room_id").Str == roomID {
+					return true
+				}
+			}
+			return false
+		}
+		if listed(map[string]any{}) || !listed(map[string]any{"third_party_instance_id": "irc|libera"}) ||
+			!listed(map[string]any{"include_all_networks": true}) || listed(map[string]any{"third_party_instance_id": "irc|oftc"}) {
+			t.Error("the network list is not apart from the main list")
+		}
+		as.must("DELETE", listing, nil)
+		if listed(map[string]any{"third_party_instance_id": "irc|libera"}) {
+			t.Error("still listed after DELETE")
+		}
+	})
+}
